@@ -1,0 +1,86 @@
+"""Precision/recall of the loop detector on labelled data: real SmolLM2 outputs and a synthetic set.
+
+    python bench/calibrate.py            # the table
+    python bench/calibrate.py --errors   # and every misjudged example
+
+Positive = verdict "degenerate" (what `pair` rejects). "ambiguous" real examples are left out of P/R
+and shown as a count. `real_smollm2.jsonl` is the set the thresholds were tuned on;
+`real_smollm2_heldout.jsonl` was labelled without looking at the detector and never tuned on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synthetic import build  # noqa: E402
+
+from dpominer.degeneration import detect  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+def load(name: str) -> list[dict]:
+    path = DATA / name
+    return [json.loads(line) for line in path.open()] if path.exists() else []
+
+
+def evaluate(rows: list[dict]) -> dict:
+    counts: Counter = Counter()
+    errors = []
+    by_category: dict = defaultdict(Counter)
+    for row in rows:
+        verdict = detect(row["text"], token_ids=row.get("token_ids"), finish_reason=row.get("finish_reason"),
+                         reference=row.get("reference"))
+        if row["label"] == "ambiguous":
+            counts[f"ambiguous_{verdict.verdict}"] += 1
+            continue
+        gold, pred = row["label"] == "degenerate", verdict.verdict == "degenerate"
+        cell = {(True, True): "tp", (False, True): "fp", (True, False): "fn", (False, False): "tn"}[(gold, pred)]
+        counts[cell] += 1
+        by_category[row.get("category") or row.get("task", "?")][cell] += 1
+        if gold != pred:
+            errors.append((row["id"], row["label"], verdict.verdict, verdict.kind, verdict.why))
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+    return {
+        "n": tp + fp + fn + counts["tn"],
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "recall": tp / (tp + fn) if tp + fn else 1.0,
+        "counts": counts,
+        "by_category": by_category,
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--errors", action="store_true", help="print every misjudged example")
+    parser.add_argument("--synthetic", type=int, default=600, help="size of the synthetic set")
+    args = parser.parse_args()
+    sets = {
+        "real SmolLM2 (tuned on)": load("real_smollm2.jsonl"),
+        "real SmolLM2 (held out)": load("real_smollm2_heldout.jsonl"),
+        "synthetic": build(args.synthetic),
+    }
+    print(f"{'set':28} {'n':>5} {'precision':>10} {'recall':>8}  ambiguous (left out)")
+    for name, rows in sets.items():
+        if not rows:
+            continue
+        res = evaluate(rows)
+        amb = {k.split('_', 1)[1]: v for k, v in res["counts"].items() if k.startswith("ambiguous_")}
+        print(f"{name:28} {res['n']:5d} {res['precision']:10.3f} {res['recall']:8.3f}  {amb or '-'}")
+        if args.errors:
+            for cat, cells in sorted(res["by_category"].items()):
+                print(f"    {cat:26} {dict(cells)}")
+            for err in res["errors"]:
+                print("    MISJUDGED", *err)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Pair policies: from one document's scored candidates to TRL-compatible preference pairs. Pure.
+
+Default policy (``PairConfig``):
+
+* **chosen** — the best clean candidate (lowest CER; without a reference the best judge score, or a
+  clean candidate that stopped on its own), or the reference when no candidate is clean and good
+  enough (``chosen_from="auto"``). ``candidates`` never uses the reference, ``reference`` always does.
+* **rejected** — degenerate candidates first, most severe first; then candidates whose fidelity is
+  clearly worse than the chosen one (CER higher by at least ``min_margin``). Suspect candidates are
+  never chosen and only rejected on fidelity. Near-duplicates collapse to one (rapidfuzz ratio).
+* at most ``max_pairs_per_doc`` pairs per document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from rapidfuzz import fuzz
+
+from .records import Candidate, CandidateRecord, Pair
+
+
+class PairConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    chosen_from: Literal["candidates", "reference", "auto"] = Field(
+        "auto", description="where the chosen side comes from")
+    max_chosen_cer: float = Field(0.1, ge=0, description="a candidate is good enough to be chosen up to this CER")
+    min_margin: float = Field(0.05, ge=0, description="rejected CER must exceed chosen CER by this much")
+    max_pairs_per_doc: int = Field(4, ge=1)
+    dedup_threshold: float = Field(95.0, ge=0, le=100, description="rapidfuzz ratio at which candidates collapse")
+    reject_worse: bool = Field(True, description="also reject clean candidates of clearly worse fidelity")
+
+
+@dataclass
+class PairOutcome:
+    pairs: list[Pair]
+    no_pair_reason: str | None  # set when a document yields no pair
+
+
+def _verdict(cand: Candidate) -> str:
+    return cand.degeneration.verdict if cand.degeneration else "clean"
+
+
+def _cer(cand: Candidate) -> float | None:
+    return cand.fidelity.get("cer") if cand.fidelity else None
+
+
+def _scores(cand: Candidate) -> dict[str, Any]:
+    out: dict[str, Any] = {"verdict": _verdict(cand), "finish_reason": cand.finish_reason}
+    deg = cand.degeneration
+    if deg is not None and deg.verdict != "clean":
+        out.update(kind=deg.kind, severity=deg.severity, start_char=deg.start_char, copies=deg.copies,
+                   unit_len=len(deg.unit) if deg.unit else None)
+    if cand.fidelity:
+        out["fidelity"] = cand.fidelity
+    return out
+
+
+def _pick_chosen(record: CandidateRecord, cfg: PairConfig) -> tuple[Candidate | None, str | None]:
+    """Best clean candidate and None, or None and why none qualifies."""
+    clean = [c for c in record.candidates if _verdict(c) == "clean" and c.finish_reason != "error" and c.text.strip()]
+    if record.reference is not None:
+        scored = [c for c in clean if _cer(c) is not None]
+        good = [c for c in scored if _cer(c) <= cfg.max_chosen_cer]  # type: ignore[operator]
+        if good:
+            return min(good, key=lambda c: (_cer(c), c.index)), None
+        return None, "no_clean_candidate_good_enough" if clean else "no_clean_candidate"
+    if not clean:
+        return None, "no_clean_candidate"
+    # Without a reference: a clean candidate that ended on its own beats one cut off at max_tokens.
+    return min(clean, key=lambda c: (c.finish_reason != "stop", c.index)), None
+
+
+def _rejected_order(record: CandidateRecord, chosen_cer: float | None, cfg: PairConfig) -> list[tuple[Candidate, str]]:
+    degenerate = sorted((c for c in record.candidates if _verdict(c) == "degenerate"),
+                        key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
+    ordered = [(c, "rejected_degenerate") for c in degenerate]
+    if cfg.reject_worse and chosen_cer is not None:
+        worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _cer(c) is not None
+                 and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
+        ordered += [(c, "rejected_worse_fidelity") for c in sorted(worse, key=lambda c: (-_cer(c), c.index))]
+    return ordered
+
+
+def _completion(text: str, conversational: bool) -> str | list[dict[str, Any]]:
+    return [{"role": "assistant", "content": text}] if conversational else text
+
+
+def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
+    """Pairs for one scored candidate record (see the module docstring for the policy)."""
+    chosen: Candidate | None = None
+    why_no_chosen = None
+    if cfg.chosen_from != "reference":
+        chosen, why_no_chosen = _pick_chosen(record, cfg)
+    use_reference = chosen is None and cfg.chosen_from != "candidates" and record.reference is not None
+    if chosen is None and not use_reference:
+        if cfg.chosen_from == "reference":
+            why_no_chosen = "no_reference"
+        return PairOutcome([], why_no_chosen or "no_chosen")
+    if use_reference:
+        chosen_text, chosen_cer = record.reference or "", 0.0
+        chosen_scores: dict[str, Any] = {"verdict": "clean", "fidelity": {"cer": 0.0}}
+    else:
+        assert chosen is not None
+        chosen_text, chosen_cer = chosen.text, _cer(chosen)
+        chosen_scores = _scores(chosen)
+    if not chosen_text.strip():
+        return PairOutcome([], "empty_reference")
+
+    picked: list[tuple[Candidate, str]] = []
+    for cand, reason in _rejected_order(record, chosen_cer, cfg):
+        if len(picked) >= cfg.max_pairs_per_doc:
+            break
+        if chosen is not None and cand.index == chosen.index:
+            continue
+        near_dup = any(fuzz.ratio(cand.text, other.text, score_cutoff=cfg.dedup_threshold)
+                       for other, _ in picked)
+        if near_dup:
+            continue
+        picked.append((cand, reason))
+    if not picked:
+        return PairOutcome([], "no_rejected")
+
+    conversational = record.conversational
+    pairs = [
+        Pair(
+            prompt=record.prompt_value(),
+            chosen=_completion(chosen_text, conversational),
+            rejected=_completion(cand.text, conversational),
+            id=record.id,
+            reason=reason,
+            chosen_source="reference" if use_reference else "candidate",
+            chosen_index=None if use_reference or chosen is None else chosen.index,
+            rejected_index=cand.index,
+            chosen_scores=chosen_scores,
+            rejected_scores=_scores(cand),
+        )
+        for cand, reason in picked
+    ]
+    return PairOutcome(pairs, None)

@@ -1,0 +1,231 @@
+"""Record models (the public file formats) and streaming JSONL I/O.
+
+Every stage reads and writes JSONL one record at a time, so memory stays flat in the number of
+documents. Reading reports bad input as ``path:LINE: what is wrong``; writing goes to a temporary
+file that is renamed into place only when the whole output is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FinishReason = Literal["stop", "length", "repetition", "error"]
+
+
+class InputError(Exception):
+    """Bad user input, reported as one line (``path:LINE: message``) and exit code 1."""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str
+
+
+class _Prompted(BaseModel):
+    """A document's input side: a plain ``prompt`` string or a chat ``messages`` list."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = ""
+    prompt: str | None = None
+    messages: list[Message] | None = None
+    reference: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("needs exactly one of 'prompt' (string) or 'messages' (list of {role, content})")
+        if self.messages is not None and not self.messages:
+            raise ValueError("'messages' is empty")
+        if not self.id:
+            # Stable across processes and machines (never Python's salted hash()).
+            self.id = "doc-" + hashlib.blake2b(orjson.dumps(self.prompt_value()), digest_size=8).hexdigest()
+        return self
+
+    @property
+    def conversational(self) -> bool:
+        return self.messages is not None
+
+    def prompt_value(self) -> str | list[dict[str, Any]]:
+        """The prompt as TRL wants it: the string, or the message list."""
+        if self.messages is not None:
+            return [m.model_dump() for m in self.messages]
+        assert self.prompt is not None
+        return self.prompt
+
+
+class Document(_Prompted):
+    """Input document: ``{"id", "prompt"|"messages", "reference"?, "meta"?}``."""
+
+
+class Degeneration(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    verdict: Literal["degenerate", "suspect", "clean"]
+    kind: str | None = None
+    why: str = ""
+    severity: float = 0.0
+    signals: dict[str, Any] = Field(default_factory=dict)
+    unit: str | None = None
+    start_char: int | None = None
+    copies: float | None = None
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    index: int
+    text: str
+    finish_reason: FinishReason | None = None
+    num_tokens: int | None = None
+    cumulative_logprob: float | None = None
+    seed: int | None = None
+    token_ids: list[int] | None = None
+    degeneration: Degeneration | None = None
+    fidelity: dict[str, float] | None = None
+    judge: dict[str, Any] | None = None
+
+
+class CandidateRecord(_Prompted):
+    """Sample output: one line per document holding its K candidates."""
+
+    model: str | None = None
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    candidates: list[Candidate]
+
+
+class Pair(BaseModel):
+    """A TRL-compatible preference pair plus provenance."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str | list[dict[str, Any]]
+    chosen: str | list[dict[str, Any]]
+    rejected: str | list[dict[str, Any]]
+    id: str
+    reason: str
+    chosen_source: Literal["candidate", "reference"]
+    chosen_index: int | None = None
+    rejected_index: int
+    chosen_scores: dict[str, Any] = Field(default_factory=dict)
+    rejected_scores: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def iter_jsonl(
+    path: str | Path,
+    model: type[M],
+    *,
+    skip_invalid: bool = False,
+    on_skip: Callable[[str], None] | None = None,
+    unique_ids: bool = True,
+    on_line: Callable[[bytes], None] | None = None,
+    check: Callable[[M], None] | None = None,
+) -> Iterator[M]:
+    """Stream ``model`` records from a JSONL file, one line at a time.
+
+    Blank lines are ignored. A bad line raises :class:`InputError` naming ``path:LINE`` unless
+    ``skip_invalid``, in which case ``on_skip`` gets the message and reading goes on. Duplicate ids
+    are bad lines too (only 8-byte digests of ids are kept, so the check costs little memory).
+    ``on_line`` gets every raw line read (for a progress bar and a content hash); ``check`` may
+    raise ValueError on a parsed record to reject its line the same way.
+    """
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    seen: set[bytes] = set()
+    good = skipped = 0
+    with handle:
+        for lineno, raw in enumerate(handle, start=1):
+            if on_line is not None:
+                on_line(raw)
+            if not raw.strip():
+                continue
+            problem = None
+            try:
+                text = raw.decode("utf-8")
+                data = orjson.loads(text)
+                if not isinstance(data, dict):
+                    raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+                record = model.model_validate(data)
+                rid = getattr(record, "id", None)
+                if unique_ids and rid is not None:
+                    digest = hashlib.blake2b(rid.encode(), digest_size=8).digest()
+                    if digest in seen:
+                        raise ValueError(f"duplicate id {rid!r}")
+                    seen.add(digest)
+                if check is not None:
+                    check(record)
+            except UnicodeDecodeError as exc:
+                problem = f"invalid UTF-8 at byte {exc.start} of the line"
+            except orjson.JSONDecodeError as exc:
+                problem = f"invalid JSON: {exc}"
+            except ValidationError as exc:
+                problem = _describe(exc)
+            except (TypeError, ValueError) as exc:
+                problem = str(exc)
+            if problem is not None:
+                message = f"{path}:{lineno}: {problem}"
+                if not skip_invalid:
+                    raise InputError(message)
+                skipped += 1
+                if on_skip is not None:
+                    on_skip(message)
+                continue
+            good += 1
+            yield record
+    if good == 0:
+        why = f"all {skipped} non-blank lines are invalid" if skipped else "the file is empty"
+        raise InputError(f"{path}: no records ({why})")
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def dumps(record: BaseModel | dict[str, Any]) -> bytes:
+    data = record.model_dump(exclude_none=True) if isinstance(record, BaseModel) else record
+    return orjson.dumps(data) + b"\n"
+
+
+@contextmanager
+def atomic_output(path: str | Path, mode: str = "wb"):
+    """Open ``path`` for writing via a temp file in the same folder; rename only on success.
+
+    A crash or an error leaves the final path untouched (no half-written file under its name).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open(mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    with atomic_output(path) as handle:
+        handle.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from pathlib import Path
+
+import pytest
+from conftest import PASSAGE
+
+from dpominer.degeneration import (
+    DetectorConfig,
+    compression_ratio,
+    copies_needed,
+    detect,
+    find_tail_loop,
+    rep_n,
+    token_string,
+)
+
+CFG = DetectorConfig()
+
+
+def test_copies_needed_follows_unit_length():
+    # 4·(1 + 3/L): short units need many more copies than long ones; cut-off lowers the bar.
+    assert copies_needed(1, CFG) == pytest.approx(16.0)
+    assert copies_needed(3, CFG) == pytest.approx(8.0)
+    assert copies_needed(300, CFG) == pytest.approx(4.04)
+    assert copies_needed(300, CFG, cut_off=True) == pytest.approx(3.03)
+
+
+def test_tail_loop_finds_unit_copies_and_start_even_when_cut_mid_unit():
+    unit = "the cat sat on the mat. "  # 24 chars
+    text = PASSAGE + unit * 10 + unit[:7]
+    loop = find_tail_loop(text, CFG, cut_off=True)
+    assert loop is not None
+    assert loop.unit_len == 24
+    assert loop.start == len(PASSAGE)  # the loop starts exactly where the clean text ends
+    assert loop.copies == pytest.approx((10 * 24 + 7) / 24)
+
+
+def test_exact_loop_is_degenerate_with_why_and_offset():
+    unit = "or if any input should be a string, "
+    text = PASSAGE + unit * 8 + "or if any"
+    result = detect(text, finish_reason="length")
+    assert result.verdict == "degenerate" and result.kind == "tail_loop"
+    assert result.start_char == len(PASSAGE)
+    assert result.unit == unit and result.copies == pytest.approx(8.25)
+    assert "cut off at max_tokens" in result.why and "36-char unit" in result.why
+
+
+def test_few_copies_of_a_short_unit_are_not_a_loop():
+    # "!!!" or a 12-dot leader at the end of clean text is not degeneration.
+    assert detect(PASSAGE + "!!!", finish_reason="stop").verdict == "clean"
+    assert detect(PASSAGE + " Page ............ 4", finish_reason="stop").verdict == "clean"
+
+
+def test_length_is_a_prior_not_a_verdict():
+    assert detect(PASSAGE, finish_reason="length").verdict == "clean"
+    # Three copies of a long unit: a loop only when the model was cut off in it.
+    text = PASSAGE + (" " + PASSAGE[:80]) * 3
+    assert detect(text, finish_reason="length").verdict == "degenerate"
+    assert detect(text, finish_reason="stop").verdict != "degenerate"
+
+
+def test_ragged_end_after_a_loop_is_tolerated_when_cut_off():
+    text = PASSAGE + "Host: \n" * 40 + "Hos\ufffd"
+    assert detect(text, finish_reason="length").verdict == "degenerate"
+
+
+def test_counter_loop_is_a_weaker_signal():
+    text = PASSAGE + "".join(f"Step {i}: check the value. " for i in range(1, 40))
+    assert find_tail_loop(text, CFG) is None or find_tail_loop(text, CFG).copies < 2
+    cut = detect(text, finish_reason="length")
+    assert (cut.verdict, cut.kind) == ("degenerate", "counter_loop")
+    assert cut.start_char == len(PASSAGE)
+    stopped = detect(text, finish_reason="stop")
+    assert (stopped.verdict, stopped.kind) == ("suspect", "counter_loop")
+
+
+def test_near_repeats_with_a_word_swapped_are_caught():
+    rng = random.Random(1)
+    words = ["file", "socket", "path", "buffer"]
+    body = "".join(f"The {rng.choice(words)} object is returned as a tuple of a {rng.choice(words)}. "
+                   for _ in range(20))
+    result = detect(PASSAGE + " " + body, finish_reason="length")
+    assert (result.verdict, result.kind) == ("degenerate", "near_repeat")
+
+
+def test_repetition_the_reference_has_is_legit():
+    counting = "\n".join(str(i) for i in range(1, 60))
+    assert detect(counting, finish_reason="length").verdict == "degenerate"  # no reference: looks like a loop
+    legit = detect(counting, finish_reason="length", reference=counting)
+    assert (legit.verdict, legit.kind) == ("clean", "legit_repetition")
+    # ...but not when the candidate repeats far more than the reference does.
+    looped = counting + "\n" + "59\n" * 200
+    assert detect(looped, finish_reason="length", reference=counting).verdict == "degenerate"
+
+
+def test_a_table_row_repeated_is_not_excused_by_a_table_reference():
+    rows = "| name | size |\n|---|---|\n" + "".join(f"| {w} | {len(w)} |\n" for w in PASSAGE.split()[:20])
+    looped = rows + "| bytes | 5 |\n" * 20
+    assert detect(rows, finish_reason="stop", reference=rows).verdict == "clean"
+    assert detect(looped, finish_reason="length", reference=rows).verdict == "degenerate"
+
+
+def test_token_level_loop():
+    ids = list(range(100, 160)) + [7, 8, 9] * 30
+    result = detect(PASSAGE, token_ids=ids, finish_reason="length")
+    assert (result.verdict, result.kind) == ("degenerate", "token_loop")
+    assert result.signals["tail_tokens"]["unit_len"] == 3
+    assert token_string([0xD800, 65])[0] != "\ud800"  # surrogates are shifted out of the way
+
+
+def test_cjk_loop_counts_characters_not_bytes():
+    unit = "直到达到最大长度"
+    result = detect("我们在这里讨论文本退化的问题" + unit * 12 + unit[:3], finish_reason="length")
+    assert result.verdict == "degenerate" and result.unit == unit
+
+
+def test_compression_ratio_matches_whisper():
+    text = "  hello hello hello world  "
+    data = text.strip().encode("utf-8")
+    assert compression_ratio(text) == len(data) / len(zlib.compress(data))
+    assert compression_ratio("   ") == 0.0
+
+
+def test_clean_long_prose_is_not_flagged_by_its_compression_ratio():
+    # Whisper's fixed 2.4 would flag this: 16 KB of clean prose compresses past it.
+    passages = Path(__file__).parents[1] / "bench" / "data" / "passages.jsonl"
+    prose = " ".join(json.loads(line)["text"] for line in passages.open())[:16000]
+    assert compression_ratio(prose) > 2.4
+    assert detect(prose, finish_reason="stop").verdict == "clean"
+
+
+def test_rep_n_by_hand():
+    assert rep_n("a b c d".split(), 2) == 0.0
+    assert rep_n("a b a b a b".split(), 2) == pytest.approx(1 - 2 / 5)
+    assert rep_n(["a"], 4) == 0.0
+
+
+ADVERSARIAL = {
+    "one_char": (lambda: "a" * 10**6, "degenerate"),
+    "short_unit": (lambda: "abc " * 250_000, "degenerate"),
+    "random": (lambda: "".join(random.Random(0).choices("abcdefgh ij\n", k=10**6)), "clean"),
+    "one_huge_loop": (lambda: PASSAGE * 4000, "degenerate"),
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_adversarial_megabyte_inputs_are_judged(name):
+    # Timings live in bench/detect.py; here: the right answer on 1 MB without blowing up.
+    make, expected = ADVERSARIAL[name]
+    assert detect(make(), finish_reason="length").verdict == expected
+
+
+def test_empty_and_tiny_texts():
+    for text in ("", " ", "a", "ab"):
+        assert detect(text, finish_reason="stop").verdict == "clean"

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import math
+import random
+
+import jiwer
+import pytest
+
+from dpominer.fidelity import FidelityConfig, bleu4, cer, fidelity, normalise, wer
+
+
+def _random_pairs(n=300):
+    rng = random.Random(0)
+    alphabet = "abcde fghé ñ日本\n"
+    for _ in range(n):
+        ref = "".join(rng.choices(alphabet, k=rng.randrange(1, 60))).strip() or "x"
+        hyp = "".join(rng.choices(alphabet, k=rng.randrange(0, 120)))
+        yield hyp, ref
+
+
+def test_cer_equals_jiwer_on_normalised_strings():
+    cfg = FidelityConfig()
+    for hyp, ref in _random_pairs():
+        h, r = normalise(hyp, cfg), normalise(ref, cfg)
+        if not r:
+            continue
+        assert fidelity(hyp, ref)["cer"] == pytest.approx(jiwer.cer(r, h), abs=1e-6)
+
+
+def test_wer_equals_jiwer():
+    for hyp, ref in _random_pairs():
+        h, r = normalise(hyp, FidelityConfig()), normalise(ref, FidelityConfig())
+        if not r or not h:
+            continue
+        assert wer(h, r) == pytest.approx(jiwer.wer(r, h))
+
+
+def test_cer_is_unbounded_for_loops():
+    ref = "the quick brown fox"
+    assert cer(ref + " jumps" * 20, ref) > 1.0  # informative, unlike a max-length normalisation
+
+
+def test_nfc_and_whitespace_normalisation():
+    composed, decomposed = "Caf\u00e9  au\nlait", "Cafe\u0301 au lait"
+    assert fidelity(decomposed, composed)["cer"] == 0.0
+    raw = FidelityConfig(nfc=False, collapse_whitespace=False)
+    # scores are rounded to 6 places
+    assert fidelity(decomposed, composed, raw)["cer"] == pytest.approx(3 / len(composed), abs=1e-6)
+
+
+def test_bleu4_by_hand():
+    assert bleu4("a b c d", "a b c d") == pytest.approx(1.0)
+    # hyp "a b c x" vs ref "a b c d": p1=3/4, p2=2/3, p3=1/2, p4=0 → smoothed 0.1/1; same length, no brevity penalty
+    expected = math.exp((math.log(3 / 4) + math.log(2 / 3) + math.log(1 / 2) + math.log(0.1)) / 4)
+    assert bleu4("a b c x", "a b c d") == pytest.approx(expected)
+    # brevity penalty: hyp 2 words vs ref 4 → exp(1 - 4/2); effective order 2, both orders match fully
+    assert bleu4("a b", "a b c d") == pytest.approx(math.exp(1 - 2))
+
+
+def test_composite_is_dharma_style_mean():
+    scores = fidelity("a b c x", "a b c d")
+    lev_ratio = 1 - 2 / 14  # Indel distance 2 over the summed lengths 7 + 7
+    assert scores["composite"] == pytest.approx((lev_ratio + scores["bleu4"]) / 2, abs=1e-6)
+    assert fidelity("same text", "same text") == {"cer": 0.0, "wer": 0.0, "similarity": 1.0, "bleu4": 1.0,
+                                                  "composite": 1.0}

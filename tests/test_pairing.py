@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from conftest import LOOP, PASSAGE, candidate_record
+
+from dpominer.mining import ScoreConfig, score_record
+from dpominer.pairing import PairConfig, make_pairs
+from dpominer.records import CandidateRecord
+
+NEAR = PASSAGE.replace("bytes", "bites", 1)
+WORSE = PASSAGE[: len(PASSAGE) // 2]  # clean but half missing: CER ≈ 0.5
+OTHER_LOOP = PASSAGE[:30] + " and the return value will be bytes," * 15
+
+
+def scored(texts, reference=PASSAGE, messages=False) -> CandidateRecord:
+    record = CandidateRecord.model_validate(candidate_record("doc", texts, reference, messages))
+    return score_record(record, ScoreConfig())
+
+
+def pairs(record, **policy):
+    return make_pairs(record, PairConfig(**policy))
+
+
+def test_best_clean_candidate_is_chosen_against_the_loop():
+    out = pairs(scored([(NEAR, "stop"), (LOOP, "length"), (PASSAGE, "stop")]))
+    assert out.no_pair_reason is None
+    [pair] = out.pairs
+    assert (pair.chosen, pair.rejected) == (PASSAGE, LOOP)  # exact copy (CER 0) beats the near one
+    assert (pair.reason, pair.chosen_source, pair.chosen_index, pair.rejected_index) == (
+        "rejected_degenerate", "candidate", 2, 1)
+    assert pair.rejected_scores["verdict"] == "degenerate" and pair.rejected_scores["start_char"] == 60
+    assert pair.chosen_scores["fidelity"]["cer"] == 0.0 and pair.prompt == "Transcribe: " + PASSAGE
+
+
+def test_reference_is_chosen_when_no_candidate_is_clean_and_good_enough():
+    record = scored([(LOOP, "length"), (WORSE, "stop")])
+    [first, second] = pairs(record).pairs
+    assert first.chosen_source == "reference" and first.chosen == PASSAGE
+    assert [first.reason, second.reason] == ["rejected_degenerate", "rejected_worse_fidelity"]
+    none = pairs(record, chosen_from="candidates")
+    assert (none.pairs, none.no_pair_reason) == ([], "no_clean_candidate_good_enough")
+    assert pairs(record, max_chosen_cer=0.6, chosen_from="candidates").pairs[0].chosen == WORSE
+
+
+def test_chosen_from_reference_always_uses_it():
+    [pair] = pairs(scored([(PASSAGE, "stop"), (LOOP, "length")]), chosen_from="reference").pairs
+    assert pair.chosen_source == "reference" and pair.chosen_index is None
+
+
+def test_no_rejected_when_all_candidates_are_clean_and_close():
+    out = pairs(scored([(PASSAGE, "stop"), (NEAR, "stop")]))
+    assert (out.pairs, out.no_pair_reason) == ([], "no_rejected")
+
+
+def test_worse_fidelity_needs_the_margin():
+    record = scored([(PASSAGE, "stop"), (WORSE, "stop")])
+    assert pairs(record).pairs[0].reason == "rejected_worse_fidelity"
+    assert pairs(record, min_margin=0.9).no_pair_reason == "no_rejected"
+    assert pairs(record, reject_worse=False).no_pair_reason == "no_rejected"
+
+
+def test_most_severe_first_near_duplicates_collapse_and_cap():
+    texts = [(PASSAGE, "stop"), (OTHER_LOOP, "length"), (LOOP, "length"), (LOOP + " or if", "length"), (WORSE, "stop")]
+    record = scored(texts)
+    out = pairs(record)
+    severities = [p.rejected_scores["severity"] for p in out.pairs if p.reason == "rejected_degenerate"]
+    assert severities == sorted(severities, reverse=True)
+    assert sorted(p.rejected_index for p in out.pairs) == [1, 2, 4]  # 3 is a near-copy of 2
+    assert len(pairs(record, dedup_threshold=100).pairs) == 4
+    assert [p.rejected_index for p in pairs(record, max_pairs_per_doc=1).pairs] == [out.pairs[0].rejected_index]
+
+
+def test_conversational_input_gives_conversational_pairs():
+    [pair] = pairs(scored([(PASSAGE, "stop"), (LOOP, "length")], messages=True)).pairs
+    assert pair.prompt == [{"role": "user", "content": "Transcribe: " + PASSAGE}]
+    assert pair.chosen == [{"role": "assistant", "content": PASSAGE}]
+    assert pair.rejected == [{"role": "assistant", "content": LOOP}]
+
+
+def test_without_reference_a_clean_candidate_that_stopped_is_chosen():
+    record = scored([(PASSAGE[:100], "length"), (LOOP, "length"), (PASSAGE, "stop")], reference=None)
+    [pair] = pairs(record).pairs
+    assert pair.chosen_index == 2 and pair.reason == "rejected_degenerate"
+    only_loops = scored([(LOOP, "length")], reference=None)
+    assert pairs(only_loops).no_pair_reason == "no_clean_candidate"
+    assert pairs(only_loops, chosen_from="reference").no_pair_reason == "no_reference"
+
+
+def test_suspect_candidates_are_never_chosen():
+    counter = PASSAGE + "".join(f" Step {i}: check the value." for i in range(1, 40))
+    record = scored([(counter, "stop"), (LOOP, "length")], reference=None)
+    assert record.candidates[0].degeneration.verdict == "suspect"
+    assert pairs(record).no_pair_reason == "no_clean_candidate"
