@@ -213,7 +213,7 @@ def rep_n(words: list[str], n: int) -> float:
     total = len(words) - n + 1
     if total <= 0:
         return 0.0
-    return 1.0 - len(set(zip(*(words[i:] for i in range(n))))) / total
+    return 1.0 - len(set(zip(*(words[i:] for i in range(n)), strict=False))) / total  # ragged on purpose
 
 
 def tail_words(text: str, cfg: DetectorConfig) -> list[str]:

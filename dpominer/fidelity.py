@@ -54,7 +54,7 @@ def wer(hypothesis: str, reference: str) -> float:
 
 
 def _ngrams(words: list[str], n: int) -> Counter:
-    return Counter(zip(*(words[i:] for i in range(n))))
+    return Counter(zip(*(words[i:] for i in range(n)), strict=False))  # ragged on purpose
 
 
 @lru_cache(maxsize=64)
