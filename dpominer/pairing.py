@@ -90,6 +90,8 @@ def _completion(text: str, conversational: bool) -> str | list[dict[str, Any]]:
 
 def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     """Pairs for one scored candidate record (see the module docstring for the policy)."""
+    if not record.candidates:
+        return PairOutcome([], "sample_error" if getattr(record, "error", None) else "no_candidates")
     chosen: Candidate | None = None
     why_no_chosen = None
     if cfg.chosen_from != "reference":

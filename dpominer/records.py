@@ -138,6 +138,7 @@ def iter_jsonl(
     unique_ids: bool = True,
     on_line: Callable[[bytes], None] | None = None,
     check: Callable[[M], None] | None = None,
+    allow_empty: bool = False,
 ) -> Iterator[M]:
     """Stream ``model`` records from a JSONL file, one line at a time.
 
@@ -193,7 +194,7 @@ def iter_jsonl(
                 continue
             good += 1
             yield record
-    if good == 0:
+    if good == 0 and not (allow_empty and skipped == 0):
         why = f"all {skipped} non-blank lines are invalid" if skipped else "the file is empty"
         raise InputError(f"{path}: no records ({why})")
 

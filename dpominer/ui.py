@@ -72,3 +72,38 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
     for message in skipped[:5]:
         err_console.print(f"[yellow]skipped[/] {message}", highlight=False)
     console.print(f"[dim]run record: {meta}[/]")
+
+
+@contextmanager
+def sampling_progress(total: int):
+    """A bar over documents with docs/s, candidates/s and tokens/s; yields the per-chunk callback."""
+    import time
+
+    columns = (TextColumn("[bold]sampling"), BarColumn(), TextColumn("{task.completed}/{task.total} docs"),
+               TextColumn("{task.fields[rates]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    start = time.perf_counter()
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("sampling", total=total, rates="")
+
+        def on_chunk(docs: int, candidates: int, tokens: int) -> None:
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            done = progress.tasks[0].completed + docs
+            rates = f"{done / elapsed:.2f} docs/s · {candidates / elapsed:.1f} cand/s · {tokens / elapsed:.0f} tok/s"
+            progress.update(task, advance=docs, rates=rates)
+
+        yield on_chunk
+
+
+def show_sample_summary(summary: dict, output: Path, meta: Path) -> None:
+    seconds = max(summary["seconds"], 1e-9)
+    rows = [("documents sampled", str(summary["documents"])), ("kept from an earlier run", str(summary["resumed"])),
+            ("candidates", str(summary["candidates"])),
+            ("tokens generated", f"{summary['tokens']} ({summary['tokens'] / seconds:.0f} tok/s)"),
+            ("wall time", f"{summary['seconds']:.1f} s")]
+    rows += [(f"  finish: {reason}", str(n)) for reason, n in sorted(summary["finish_reasons"].items())]
+    if summary["errors"]:
+        rows.append(("documents with errors", f"[yellow]{summary['errors']}[/]"))
+    console.print(counts_table(str(output), rows))
+    for example in summary["error_examples"]:
+        err_console.print(f"[yellow]error[/] {example}", highlight=False)
+    console.print(f"[dim]run record: {meta}[/]")

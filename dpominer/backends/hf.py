@@ -1,0 +1,107 @@
+"""transformers `generate` backend: the embedded default on machines without vLLM (CPU laptops).
+
+Documents are generated one at a time (all n candidates of a document in one batch), with torch's
+RNG seeded from the document's seed: a document's candidates then depend only on its id and the
+base seed, not on which documents were generated before it — what makes `--resume` exact.
+"""
+
+from __future__ import annotations
+
+from .. import __version__
+from ..degeneration import repeating_tail
+from . import Completion, LoopStop, Request, SamplingSpec
+
+
+class LoopStopper:
+    """StoppingCriteria: marks rows whose generated tail repeats (see LoopStop) and stops them."""
+
+    def __init__(self, prompt_len: int, rule: LoopStop, eos_ids: set[int], every: int = 4):
+        self.prompt_len, self.rule, self.eos_ids, self.every = prompt_len, rule, eos_ids, every
+        self.stopped: set[int] = set()
+        self.steps = 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        self.steps += 1
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.steps % self.every:  # checking every few steps is as good and costs less
+            for row in self.stopped:
+                done[row] = True
+            return done
+        for row, ids in enumerate(input_ids[:, self.prompt_len :].tolist()):
+            if row not in self.stopped and self.eos_ids.isdisjoint(ids) and \
+                    repeating_tail(ids, self.rule.min_pattern, self.rule.max_pattern, self.rule.min_count):
+                self.stopped.add(row)  # rows that ended on EOS are padded; their padding is no loop
+            done[row] = row in self.stopped
+        return done
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model: str, *, dtype: str = "auto", device: str | None = None, threads: int | None = None,
+                 trust_remote_code: bool = False):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        self.dtype = dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else next(iter(self.eos_ids))
+        self.threads = torch.get_num_threads()
+
+    def max_context(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": self.device, "dtype": self.dtype, "threads": self.threads,
+                "dpominer": __version__}
+
+    def generate(self, requests: list[Request], spec: SamplingSpec) -> list[list[Completion]]:
+        return [self._one(request, spec) for request in requests]
+
+    def _one(self, request: Request, spec: SamplingSpec) -> list[Completion]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        assert request.prompt_ids is not None
+        prompt = torch.tensor([request.prompt_ids], device=self.device)
+        greedy = spec.temperature == 0
+        rows = 1 if greedy else len(request.seeds)  # greedy candidates are identical: decode once
+        stopper = LoopStopper(prompt.shape[1], spec.loop_stop, self.eos_ids) if spec.stop_on_loop else None
+        sampling = {} if greedy else dict(do_sample=True, temperature=spec.temperature, top_p=spec.top_p,
+                                           top_k=spec.top_k if spec.top_k > 0 else 0)
+        torch.manual_seed(request.seeds[0])
+        with torch.inference_mode():
+            out = self.model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=request.max_tokens,
+                num_return_sequences=rows, pad_token_id=self.pad_id,
+                stopping_criteria=StoppingCriteriaList([stopper]) if stopper else None, **sampling)
+        completions = []
+        for row, generated in enumerate(out[:, prompt.shape[1] :].tolist()):
+            ids, finish = [], "length"
+            for token in generated:
+                if token in self.eos_ids:
+                    finish = "stop"
+                    break
+                ids.append(token)
+            if stopper is not None and row in stopper.stopped:
+                finish = "repetition"  # flagged before any EOS: what follows the loop is padding
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            completions.append(Completion(text=text, finish_reason=finish, token_ids=ids, seed=request.seeds[0]))
+        if greedy:
+            completions = [Completion(c.text, c.finish_reason, c.token_ids, None, request.seeds[0])
+                           for c in completions * len(request.seeds)]
+        return completions

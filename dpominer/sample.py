@@ -1,0 +1,263 @@
+"""The `sample` stage: documents in, one candidate record per document out.
+
+Records are appended to ``OUT.partial`` and flushed chunk by chunk; the file is renamed to ``OUT``
+when every document is done. ``--resume`` keeps the complete records of ``OUT.partial`` (a torn last
+line from a kill is cut off) and samples only the documents not yet in it. Seeds derive from
+(document id, candidate index, base seed), so a resumed run gives the same texts as an uninterrupted
+one, and ``--shard I/N`` picks documents by a stable hash of their id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .backends import Completion, Request, SamplingSpec, pick_backend
+from .models import DEFAULT_MODEL, resolve_model
+from .records import Document, InputError, iter_jsonl
+
+
+class SampleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: str = Field(DEFAULT_MODEL, description="hub id, local dir, or the alias smollm2-135m-instruct")
+    backend: Literal["auto", "vllm", "hf", "openai"] = "auto"
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    chat_template: bool | None = Field(None, description="None: messages get the template, prompts do not")
+    chunk_size: int = Field(64, ge=1, description="documents per backend call (and per flush)")
+    shard: str | None = Field(None, description="I/N: this run samples shard I of N (0-based)")
+    keep_token_ids: bool = True
+    dtype: str = "auto"
+    max_model_len: int | None = Field(None, ge=16)
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    threads: int | None = Field(None, ge=1)
+    trust_remote_code: bool = False
+    base_url: str | None = None
+    concurrency: int = Field(8, ge=1)
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is not None:
+            index, _, count = value.partition("/")
+            if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+                raise ValueError("must be I/N with 0 <= I < N, e.g. 0/4")
+        return value
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from its parts, the same in every process (never Python's salted hash())."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)
+
+
+def shard_of(doc_id: str, count: int) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "big") % count
+
+
+def in_shard(doc_id: str, shard: str | None) -> bool:
+    if shard is None:
+        return True
+    index, count = (int(x) for x in shard.split("/"))
+    return shard_of(doc_id, count) == index
+
+
+@dataclass
+class SampleSummary:
+    documents: int = 0
+    resumed: int = 0
+    candidates: int = 0
+    tokens: int = 0
+    errors: int = 0
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+    error_examples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("documents", "resumed", "candidates", "tokens", "errors",
+                                             "finish_reasons", "error_examples", "seconds")}
+
+
+def partial_path(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+def recover_partial(partial: Path) -> set[str]:
+    """Ids of the complete records in ``partial``; a torn last line (a kill mid-write) is cut off."""
+    done: set[str] = set()
+    with partial.open("r+b") as handle:
+        good_end = 0
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break  # torn: written without its newline
+            try:
+                done.add(orjson.loads(raw)["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                raise InputError(f"{partial}: a corrupt record before the end; delete the file to start over") from None
+            good_end += len(raw)
+        handle.truncate(good_end)
+    return done
+
+
+def render(doc: Document, tokenizer, chat_template: bool | None) -> tuple[str, list[int] | None, list | None]:
+    """(prompt text as the model sees it, its token ids, messages for servers that template)."""
+    use_template = doc.conversational if chat_template is None else chat_template
+    messages = doc.prompt_value() if doc.conversational else [{"role": "user", "content": doc.prompt}]
+    if tokenizer is None:
+        if doc.conversational or use_template:
+            return "", None, messages
+        return doc.prompt or "", None, None
+    if use_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError("--chat-template: the model's tokenizer has no chat template")
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The template already holds any BOS: adding special tokens again would double it.
+        return text, tokenizer(text, add_special_tokens=False)["input_ids"], messages
+    if doc.conversational:
+        raise InputError("--no-chat-template: documents with 'messages' need the chat template")
+    text = doc.prompt or ""
+    return text, tokenizer(text)["input_ids"], None
+
+
+def _record(doc: Document, cfg: SampleConfig, request: Request | None, completions: list[Completion],
+            error: str | None) -> dict[str, Any]:
+    record = doc.model_dump(exclude_none=True)
+    if not record.get("meta"):
+        record.pop("meta", None)
+    record |= {"model": cfg.model, "backend": cfg.backend, "sampling": cfg.sampling.model_dump()}
+    if request is not None:
+        if request.prompt_ids is not None:
+            record["prompt_tokens"] = len(request.prompt_ids)
+            if request.prompt_text != (doc.prompt or ""):
+                record["rendered_prompt"] = request.prompt_text
+        if request.max_tokens != cfg.sampling.max_tokens:
+            record["max_tokens"] = request.max_tokens  # capped by the model's context
+    if error is not None:
+        record["error"] = error
+    cands = []
+    for index, comp in enumerate(completions):
+        cand: dict[str, Any] = {"index": index, "text": comp.text, "finish_reason": comp.finish_reason,
+                                "seed": comp.seed}
+        if comp.token_ids is not None:
+            cand["num_tokens"] = len(comp.token_ids)
+            if cfg.keep_token_ids:
+                cand["token_ids"] = comp.token_ids
+        elif "num_tokens" in comp.extra:
+            cand["num_tokens"] = comp.extra["num_tokens"]
+        if comp.cumulative_logprob is not None:
+            cand["cumulative_logprob"] = round(comp.cumulative_logprob, 4)
+        if "error" in comp.extra:
+            cand["error"] = comp.extra["error"]
+        cands.append(cand)
+    record["candidates"] = cands
+    return record
+
+
+def make_backend(cfg: SampleConfig):
+    name = pick_backend(cfg.backend)
+    if name == "openai":
+        from .backends.openai import OpenAIBackend
+
+        if not cfg.base_url:
+            raise InputError("--base-url: needed with --backend openai (e.g. http://127.0.0.1:8000/v1)")
+        return OpenAIBackend(cfg.model, base_url=cfg.base_url, concurrency=cfg.concurrency)
+    path = resolve_model(cfg.model)
+    if name == "vllm":
+        from .backends.vllm import VLLMBackend
+
+        return VLLMBackend(path, dtype=cfg.dtype, max_model_len=cfg.max_model_len, seed=cfg.sampling.seed,
+                           tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
+                           gpu_memory_utilization=cfg.gpu_memory_utilization)
+    from .backends.hf import HFBackend
+
+    return HFBackend(path, dtype=cfg.dtype, threads=cfg.threads, trust_remote_code=cfg.trust_remote_code)
+
+
+Prepared = tuple[Document, Request | None, str | None]  # a request, or why the document has none
+
+
+def _requests(docs: list[Document], cfg: SampleConfig, backend) -> Iterator[Prepared]:
+    context = backend.max_context()
+    spec = cfg.sampling
+    for doc in docs:
+        text, ids, messages = render(doc, backend.tokenizer, cfg.chat_template)
+        max_tokens = spec.max_tokens
+        if ids is not None and context:
+            if len(ids) >= context:
+                yield doc, None, f"prompt is {len(ids)} tokens; the model's context is {context}"
+                continue
+            max_tokens = min(max_tokens, context - len(ids))
+        seeds = [derive_seed(doc.id, index, spec.seed) for index in range(spec.n)]
+        yield doc, Request(doc.id, text, ids, messages, seeds, max_tokens), None
+
+
+def pending(docs_path: Path, output: Path, cfg: SampleConfig, *, resume: bool, skip_invalid: bool,
+            on_skip: Callable[[str], None] | None = None) -> tuple[set[str], int]:
+    """Check the documents and the output state before any model is loaded.
+
+    Returns the ids already done (from ``OUT.partial`` on ``--resume``) and how many are left. Bad
+    documents stop the run here, before anything is generated.
+    """
+    partial = partial_path(output)
+    if resume and output.exists() and not partial.exists():
+        os.replace(output, partial)  # a finished file resumes as a partial one (maybe more docs now)
+    done: set[str] = set()
+    if partial.exists():
+        if not resume:
+            raise InputError(f"{partial}: left by an interrupted run; pass --resume to continue it, or delete it")
+        done = recover_partial(partial)
+    left = sum(1 for d in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip)
+               if in_shard(d.id, cfg.shard) and d.id not in done)
+    return done, left
+
+
+def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, done: set[str] = frozenset(),
+               skip_invalid: bool = False, on_chunk: Callable[[int, int, int], None] | None = None) -> SampleSummary:
+    """Sample every document of ``docs_path`` in this shard and not in ``done`` into ``output``."""
+    summary = SampleSummary(resumed=len(done))
+    partial = partial_path(output)
+    docs = (d for d in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid)
+            if in_shard(d.id, cfg.shard) and d.id not in done)
+    with partial.open("ab") as out:
+        chunk: list[Document] = []
+        for doc in itertools.chain(docs, [None]):
+            if doc is not None:
+                chunk.append(doc)
+                if len(chunk) < cfg.chunk_size:
+                    continue
+            if chunk:
+                _sample_chunk(chunk, cfg, backend, out, summary)
+                if on_chunk is not None:
+                    on_chunk(len(chunk), summary.candidates, summary.tokens)
+                chunk = []
+    os.replace(partial, output)
+    return summary
+
+
+def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend, out, summary: SampleSummary) -> None:
+    prepared = list(_requests(chunk, cfg, backend))
+    requests = [request for _, request, _ in prepared if request is not None]
+    results = iter(backend.generate(requests, cfg.sampling) if requests else [])
+    for doc, request, error in prepared:
+        completions = next(results) if request is not None else []
+        if error is not None:
+            summary.errors += 1
+            if len(summary.error_examples) < 5:
+                summary.error_examples.append(f"{doc.id}: {error}")
+        record = _record(doc, cfg, request, completions, error)
+        for cand in record["candidates"]:
+            summary.finish_reasons[cand["finish_reason"]] = summary.finish_reasons.get(cand["finish_reason"], 0) + 1
+            summary.tokens += cand.get("num_tokens", 0)
+        summary.candidates += len(record["candidates"])
+        summary.documents += 1
+        out.write(orjson.dumps(record) + b"\n")
+    out.flush()
+    os.fsync(out.fileno())  # a chunk on disk is a chunk a resumed run will not redo

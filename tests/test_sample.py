@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import documents, read_jsonl, write_jsonl
+from typer.testing import CliRunner
+
+from dpominer.cli import app
+from dpominer.degeneration import detect
+from dpominer.sample import derive_seed, recover_partial, shard_of
+
+runner = CliRunner()
+FAST = ["--backend", "hf", "--threads", "1", "-n", "3", "--max-tokens", "24", "--temperature", "1.0"]
+
+
+def sample(*args):
+    result = runner.invoke(app, ["sample", *[str(a) for a in args]])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def by_id(path):
+    return {r["id"]: r for r in read_jsonl(path)}
+
+
+def test_sample_writes_one_record_per_document(tiny_model, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(4))
+    out = tmp_path / "c.jsonl"
+    sample(docs, "-o", out, "--model", tiny_model, *FAST)
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ["d0", "d1", "d2", "d3"]
+    chat, raw = records[0], records[1]
+    assert chat["rendered_prompt"].startswith("<|im_start|>user\nCopy: ") and chat["rendered_prompt"].endswith(
+        "<|im_start|>assistant\n")
+    assert "rendered_prompt" not in raw  # a plain prompt goes in as it is
+    for record in records:
+        assert len(record["candidates"]) == 3 and record["sampling"]["temperature"] == 1.0
+        for cand in record["candidates"]:
+            assert cand["finish_reason"] in ("stop", "length") and cand["num_tokens"] == len(cand["token_ids"])
+            assert cand["num_tokens"] <= 24
+    meta = json.loads((tmp_path / "c.jsonl.meta.json").read_text())
+    assert meta["engine"]["backend"] == "hf" and meta["config"]["sampling"]["n"] == 3 and "torch" in meta["versions"]
+    assert meta["summary"]["candidates"] == 12 and not (tmp_path / "c.jsonl.partial").exists()
+
+
+def test_same_seed_same_texts_other_seed_other_texts(tiny_model, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(3))
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        sample(docs, "-o", tmp_path / f"{name}.jsonl", "--model", tiny_model, "--seed", seed, *FAST)
+    texts = {name: [[c["text"] for c in r["candidates"]] for r in read_jsonl(tmp_path / f"{name}.jsonl")]
+             for name in "abc"}
+    assert texts["a"] == texts["b"] and texts["a"] != texts["c"]
+    assert derive_seed("d0", 0, 1) == derive_seed("d0", 0, 1) != derive_seed("d0", 1, 1)
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_model, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(60))
+    args = ["--model", str(tiny_model), *FAST, "--max-tokens", "48", "--chunk-size", "1"]
+    sample(docs, "-o", tmp_path / "full.jsonl", *args)
+
+    out = tmp_path / "killed.jsonl"
+    partial = tmp_path / "killed.jsonl.partial"
+    proc = subprocess.Popen([sys.executable, "-m", "dpominer", "sample", str(docs), "-o", str(out), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not partial.exists() or partial.read_bytes().count(b"\n") < 5):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lines_at_kill = partial.read_bytes().count(b"\n")
+    assert 5 <= lines_at_kill < 60 and not out.exists()
+    with partial.open("ab") as handle:  # and a torn last line, as a kill mid-write leaves
+        handle.write(b'{"id": "d59", "candidates": [{"ind')
+
+    result = runner.invoke(app, ["sample", str(docs), "-o", str(out), *args])
+    assert result.exit_code == 1 and "pass --resume" in result.output
+    sample(docs, "-o", out, *args, "--resume")
+    assert by_id(out) == by_id(tmp_path / "full.jsonl")  # nothing lost, nothing twice, same texts
+    assert len(read_jsonl(out)) == 60
+    meta = json.loads((tmp_path / "killed.jsonl.meta.json").read_text())
+    assert meta["summary"]["resumed"] == lines_at_kill
+
+
+def test_recover_partial_cuts_a_torn_line(tmp_path):
+    partial = tmp_path / "x.partial"
+    partial.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "cand')
+    assert recover_partial(partial) == {"a", "b"}
+    assert partial.read_bytes() == b'{"id": "a"}\n{"id": "b"}\n'
+
+
+def test_shards_cover_every_document_once_and_merge_reports_gaps(tiny_model, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(9))
+    sample(docs, "-o", tmp_path / "full.jsonl", "--model", tiny_model, *FAST)
+    shards = []
+    for index in range(3):
+        shards.append(tmp_path / f"s{index}.jsonl")
+        sample(docs, "-o", shards[-1], "--model", tiny_model, "--shard", f"{index}/3", *FAST)
+    sizes = [len(read_jsonl(s)) for s in shards]
+    assert sum(sizes) == 9 and all(shard_of(r["id"], 3) == i for i, s in enumerate(shards) for r in read_jsonl(s))
+    merged = tmp_path / "merged.jsonl"
+    result = runner.invoke(app, ["merge", *map(str, shards), "-o", str(merged), "--docs", str(docs), "--strict"])
+    assert result.exit_code == 0, result.output
+    assert by_id(merged) == by_id(tmp_path / "full.jsonl")  # sharding changes no text
+
+    result = runner.invoke(app, ["merge", str(shards[0]), str(shards[0]), str(shards[1]), "-o", str(merged),
+                                 "--docs", str(docs), "--strict"])
+    assert result.exit_code == 1
+    meta = json.loads((tmp_path / "merged.jsonl.meta.json").read_text())["summary"]
+    assert (meta["duplicates"], meta["missing"]) == (sizes[0], sizes[2])
+
+
+def test_too_long_documents_are_recorded_not_fatal(tiny_model, tmp_path):
+    rows = documents(2, messages_every=1) + [{"id": "long", "messages": [{"role": "user", "content": "word " * 2000}]}]
+    docs = write_jsonl(tmp_path / "docs.jsonl", rows)
+    result = sample(docs, "-o", tmp_path / "c.jsonl", "--model", tiny_model, *FAST)
+    long = by_id(tmp_path / "c.jsonl")["long"]
+    assert long["candidates"] == [] and "the model's context is 256" in long["error"]
+    assert "documents with errors" in result.output
+    pairs = runner.invoke(app, ["pair", str(tmp_path / "c.jsonl"), "-o", str(tmp_path / "p.jsonl"),
+                                "--stats-json", str(tmp_path / "s.json")])
+    assert pairs.exit_code == 0, pairs.output
+    assert json.loads((tmp_path / "s.json").read_text())["documents_without_pair"]["sample_error"] == 1
+
+
+def test_stop_on_loop_stops_loops_early_and_they_stay_degenerate(tiny_model, tmp_path):
+    # A random tiny model decodes greedily into loops: the early stop must cut them short.
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(6))
+    common = ["--model", str(tiny_model), "--backend", "hf", "-n", "1", "--temperature", "0", "--max-tokens", "160"]
+    sample(docs, "-o", tmp_path / "full.jsonl", *common)
+    sample(docs, "-o", tmp_path / "stopped.jsonl", *common, "--stop-on-loop")
+    full, stopped = by_id(tmp_path / "full.jsonl"), by_id(tmp_path / "stopped.jsonl")
+    early = [doc_id for doc_id, r in stopped.items() if r["candidates"][0]["finish_reason"] == "repetition"]
+    assert early, "no loop was stopped"
+    for doc_id in early:
+        cut, whole = stopped[doc_id]["candidates"][0], full[doc_id]["candidates"][0]
+        assert cut["num_tokens"] < whole["num_tokens"]
+        assert whole["token_ids"][: cut["num_tokens"]] == cut["token_ids"]  # the same decode, stopped early
+        verdict = detect(cut["text"], token_ids=cut["token_ids"], finish_reason="repetition")
+        assert verdict.verdict == "degenerate"
+
+
+def test_bad_flags_name_the_flag(tiny_model, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(2))
+    for flags, message in ((["--shard", "3/2"], "--shard: must be I/N"),
+                           (["--backend", "openai"], "--base-url: needed with --backend openai"),
+                           (["--temperature", "-1"], "--temperature: Input should be greater than or equal to 0"),
+                           (["--model", "./nowhere"], "--model: ./nowhere does not exist")):
+        result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), *flags])
+        assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "c.jsonl").exists()
