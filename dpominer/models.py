@@ -75,7 +75,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     """GGUF → fp32 safetensors + tokenizer, with transformers' GGUF loader (needs `gguf`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # The weights are dequantised on load; without these two lines save_pretrained refuses a

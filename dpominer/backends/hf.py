@@ -44,7 +44,9 @@ class HFBackend:
                  trust_remote_code: bool = False):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # our own bar is the one to watch
         if threads:
             torch.set_num_threads(threads)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,6 +69,7 @@ class HFBackend:
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "dtype": self.dtype, "threads": self.threads,
+                "seed_scope": "document: torch is seeded with candidate 0's seed, all n sampled in one batch",
                 "dpominer": __version__}
 
     def generate(self, requests: list[Request], spec: SamplingSpec) -> list[list[Completion]]:

@@ -41,7 +41,8 @@ class OpenAIBackend:
 
     def describe(self) -> dict:
         return {"backend": self.name, "base_url": self.base_url, "served_model": self.model,
-                "concurrency": self.concurrency, "n_supported": self.n_supported}
+                "concurrency": self.concurrency, "n_supported": self.n_supported,
+                "seed_scope": "document (one request with n and candidate 0's seed); per candidate when n is ignored"}
 
     # ------------------------------------------------------------------------------------------ HTTP
 

@@ -1,0 +1,1 @@
+"""DPO training: our own loss and (next) a readable loop. No TRL, no transformers.Trainer."""
