@@ -127,12 +127,13 @@ def render(doc: Document, tokenizer, chat_template: bool | None) -> tuple[str, l
     return text, tokenizer(text)["input_ids"], None
 
 
-def _record(doc: Document, cfg: SampleConfig, request: Request | None, completions: list[Completion],
-            error: str | None) -> dict[str, Any]:
+def _record(doc: Document, cfg: SampleConfig, backend_name: str, request: Request | None,
+            completions: list[Completion], error: str | None) -> dict[str, Any]:
     record = doc.model_dump(exclude_none=True)
     if not record.get("meta"):
         record.pop("meta", None)
-    record |= {"model": cfg.model, "backend": cfg.backend, "sampling": cfg.sampling.model_dump()}
+    # the backend that ran, not the flag: `auto` says nothing about where a text came from
+    record |= {"model": cfg.model, "backend": backend_name, "sampling": cfg.sampling.model_dump()}
     if request is not None:
         if request.prompt_ids is not None:
             record["prompt_tokens"] = len(request.prompt_ids)
@@ -252,7 +253,7 @@ def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend, out, summar
             summary.errors += 1
             if len(summary.error_examples) < 5:
                 summary.error_examples.append(f"{doc.id}: {error}")
-        record = _record(doc, cfg, request, completions, error)
+        record = _record(doc, cfg, backend.name, request, completions, error)
         for cand in record["candidates"]:
             summary.finish_reasons[cand["finish_reason"]] = summary.finish_reasons.get(cand["finish_reason"], 0) + 1
             summary.tokens += cand.get("num_tokens", 0)

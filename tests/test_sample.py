@@ -40,6 +40,7 @@ def test_sample_writes_one_record_per_document(tiny_model, tmp_path):
     assert "rendered_prompt" not in raw  # a plain prompt goes in as it is
     for record in records:
         assert len(record["candidates"]) == 3 and record["sampling"]["temperature"] == 1.0
+        assert record["backend"] == "hf" and record["model"] == str(tiny_model)
         for cand in record["candidates"]:
             assert cand["finish_reason"] in ("stop", "length") and cand["num_tokens"] == len(cand["token_ids"])
             assert cand["num_tokens"] <= 24
