@@ -225,6 +225,7 @@ def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, don
     """Sample every document of ``docs_path`` in this shard and not in ``done`` into ``output``."""
     summary = SampleSummary(resumed=len(done))
     partial = partial_path(output)
+    partial.parent.mkdir(parents=True, exist_ok=True)
     docs = (d for d in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid)
             if in_shard(d.id, cfg.shard) and d.id not in done)
     with partial.open("ab") as out:

@@ -30,7 +30,7 @@ def by_id(path):
 
 def test_sample_writes_one_record_per_document(tiny_model, tmp_path):
     docs = write_jsonl(tmp_path / "docs.jsonl", documents(4))
-    out = tmp_path / "c.jsonl"
+    out = tmp_path / "new" / "dir" / "c.jsonl"  # output folders are made as needed
     sample(docs, "-o", out, "--model", tiny_model, *FAST)
     records = read_jsonl(out)
     assert [r["id"] for r in records] == ["d0", "d1", "d2", "d3"]
@@ -44,9 +44,9 @@ def test_sample_writes_one_record_per_document(tiny_model, tmp_path):
         for cand in record["candidates"]:
             assert cand["finish_reason"] in ("stop", "length") and cand["num_tokens"] == len(cand["token_ids"])
             assert cand["num_tokens"] <= 24
-    meta = json.loads((tmp_path / "c.jsonl.meta.json").read_text())
+    meta = json.loads((out.parent / "c.jsonl.meta.json").read_text())
     assert meta["engine"]["backend"] == "hf" and meta["config"]["sampling"]["n"] == 3 and "torch" in meta["versions"]
-    assert meta["summary"]["candidates"] == 12 and not (tmp_path / "c.jsonl.partial").exists()
+    assert meta["summary"]["candidates"] == 12 and not (out.parent / "c.jsonl.partial").exists()
 
 
 def test_same_seed_same_texts_other_seed_other_texts(tiny_model, tmp_path):
