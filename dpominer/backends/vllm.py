@@ -31,6 +31,7 @@ class VLLMBackend:
         cpu = _on_cpu()
         # Keeps `kill -9` of dpominer from orphaning an engine process, and needs no __main__ guard.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the progress bar is ours; set INFO to see vLLM's
         if cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
         from vllm import LLM
