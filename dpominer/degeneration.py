@@ -385,16 +385,3 @@ def detect(
 
 
 DEFAULT_DETECTOR = DetectorConfig()
-
-
-def repeating_tail(ids: list[int], min_pattern: int, max_pattern: int, min_count: int) -> int | None:
-    """The pattern length L when the last ``min_count × L`` ids are one L-id pattern repeated
-    (the smallest such L in [min_pattern, max_pattern]), else None. The early-stop rule."""
-    n = len(ids)
-    for length in range(min_pattern, max_pattern + 1):
-        if length * min_count > n:
-            return None
-        pattern = ids[n - length :]
-        if all(ids[n - (k + 1) * length : n - k * length] == pattern for k in range(1, min_count)):
-            return length
-    return None

@@ -146,7 +146,8 @@ def iter_jsonl(
     ``skip_invalid``, in which case ``on_skip`` gets the message and reading goes on. Duplicate ids
     are bad lines too (only 8-byte digests of ids are kept, so the check costs little memory).
     ``on_line`` gets every raw line read (for a progress bar and a content hash); ``check`` may
-    raise ValueError on a parsed record to reject its line the same way.
+    raise ValueError on a parsed record to reject its line the same way. ``allow_empty`` accepts a
+    file with no records at all (an empty shard), though not one whose every line is bad.
     """
     path = Path(path)
     try:

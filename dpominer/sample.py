@@ -10,7 +10,6 @@ one, and ``--shard I/N`` picks documents by a stable hash of their id.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -215,9 +214,27 @@ def pending(docs_path: Path, output: Path, cfg: SampleConfig, *, resume: bool, s
         if not resume:
             raise InputError(f"{partial}: left by an interrupted run; pass --resume to continue it, or delete it")
         done = recover_partial(partial)
-    left = sum(1 for d in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip)
-               if in_shard(d.id, cfg.shard) and d.id not in done)
+    left = sum(1 for _ in _todo(docs_path, cfg, done, skip_invalid, on_skip))
     return done, left
+
+
+def _todo(docs_path: Path, cfg: SampleConfig, done: set[str], skip_invalid: bool,
+          on_skip: Callable[[str], None] | None = None) -> Iterator[Document]:
+    """The documents of this shard not done yet, streamed."""
+    for doc in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip):
+        if in_shard(doc.id, cfg.shard) and doc.id not in done:
+            yield doc
+
+
+def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    chunk: list[Document] = []
+    for doc in docs:
+        chunk.append(doc)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, done: set[str] = frozenset(),
@@ -226,20 +243,11 @@ def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, don
     summary = SampleSummary(resumed=len(done))
     partial = partial_path(output)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    docs = (d for d in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid)
-            if in_shard(d.id, cfg.shard) and d.id not in done)
     with partial.open("ab") as out:
-        chunk: list[Document] = []
-        for doc in itertools.chain(docs, [None]):
-            if doc is not None:
-                chunk.append(doc)
-                if len(chunk) < cfg.chunk_size:
-                    continue
-            if chunk:
-                _sample_chunk(chunk, cfg, backend, out, summary)
-                if on_chunk is not None:
-                    on_chunk(len(chunk), summary.candidates, summary.tokens)
-                chunk = []
+        for chunk in _chunks(_todo(docs_path, cfg, done, skip_invalid), cfg.chunk_size):
+            _sample_chunk(chunk, cfg, backend, out, summary)
+            if on_chunk is not None:
+                on_chunk(len(chunk), summary.candidates, summary.tokens)
     os.replace(partial, output)
     return summary
 

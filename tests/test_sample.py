@@ -10,6 +10,7 @@ import time
 from conftest import documents, read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
+from dpominer.backends import LoopStop
 from dpominer.cli import app
 from dpominer.degeneration import detect
 from dpominer.sample import derive_seed, recover_partial, shard_of
@@ -85,6 +86,15 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_model, tmp_path):
     assert len(read_jsonl(out)) == 60
     meta = json.loads((tmp_path / "killed.jsonl.meta.json").read_text())
     assert meta["summary"]["resumed"] == lines_at_kill
+
+
+def test_loop_stop_rule_by_hand():
+    rule = LoopStop(min_pattern=2, max_pattern=4, min_count=3)
+    assert rule.matches([9, 1, 2, 1, 2, 1, 2]) == 2
+    assert rule.matches([1, 2, 1, 2, 1]) is None  # only 2.5 copies
+    assert rule.matches([7, 7, 7, 7, 7, 7]) == 2  # a 1-token run is below min_pattern, its pairs are not
+    assert rule.matches([5, 1, 2, 3, 1, 2, 3, 1, 2, 3]) == 3
+    assert rule.matches(list(range(20))) is None
 
 
 def test_recover_partial_cuts_a_torn_line(tmp_path):

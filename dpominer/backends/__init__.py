@@ -34,6 +34,18 @@ class LoopStop(BaseModel):
             raise ValueError("min_pattern must be <= max_pattern")
         return self
 
+    def matches(self, ids: list[int]) -> int | None:
+        """The smallest pattern length L for which the last ``min_count × L`` ids are one L-id pattern
+        repeated, else None."""
+        n = len(ids)
+        for length in range(self.min_pattern, self.max_pattern + 1):
+            if length * self.min_count > n:
+                return None
+            pattern = ids[n - length :]
+            if all(ids[n - (k + 1) * length : n - k * length] == pattern for k in range(1, self.min_count)):
+                return length
+        return None
+
 
 class SamplingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -8,7 +8,6 @@ base seed, not on which documents were generated before it — what makes `--res
 from __future__ import annotations
 
 from .. import __version__
-from ..degeneration import repeating_tail
 from . import Completion, LoopStop, Request, SamplingSpec
 
 
@@ -24,17 +23,13 @@ class LoopStopper:
         import torch
 
         self.steps += 1
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        if self.steps % self.every:  # checking every few steps is as good and costs less
-            for row in self.stopped:
-                done[row] = True
-            return done
-        for row, ids in enumerate(input_ids[:, self.prompt_len :].tolist()):
-            if row not in self.stopped and self.eos_ids.isdisjoint(ids) and \
-                    repeating_tail(ids, self.rule.min_pattern, self.rule.max_pattern, self.rule.min_count):
-                self.stopped.add(row)  # rows that ended on EOS are padded; their padding is no loop
-            done[row] = row in self.stopped
-        return done
+        if self.steps % self.every == 0:  # checking every few steps is as good and costs less
+            for row, ids in enumerate(input_ids[:, self.prompt_len :].tolist()):
+                # rows that ended on EOS are padded; their padding is no loop
+                if row not in self.stopped and self.eos_ids.isdisjoint(ids) and self.rule.matches(ids):
+                    self.stopped.add(row)
+        rows = range(input_ids.shape[0])
+        return torch.tensor([row in self.stopped for row in rows], dtype=torch.bool, device=input_ids.device)
 
 
 class HFBackend:
