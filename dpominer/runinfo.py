@@ -49,13 +49,21 @@ class InputDigest:
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "bytes": self.bytes, "blake2b": self._hash.hexdigest()}
 
+    @classmethod
+    def of_file(cls, path: Path) -> InputDigest:
+        digest = cls(path)
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest(block)
+        return digest
+
 
 def meta_path(output: Path) -> Path:
     return output.with_name(output.name + ".meta.json")
 
 
 def write_meta(output: Path, command: str, config: Any, inputs: list[InputDigest],
-               summary: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+               summary: dict[str, Any], extra: dict[str, Any] | None = None, path: Path | None = None) -> Path:
     meta = {
         "command": command,
         "argv": sys.argv,
@@ -67,6 +75,6 @@ def write_meta(output: Path, command: str, config: Any, inputs: list[InputDigest
         "summary": summary,
         **(extra or {}),
     }
-    path = meta_path(output)
+    path = path or meta_path(output)
     write_json(path, meta)
     return path

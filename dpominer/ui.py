@@ -107,3 +107,56 @@ def show_sample_summary(summary: dict, output: Path, meta: Path) -> None:
     for example in summary["error_examples"]:
         err_console.print(f"[yellow]error[/] {example}", highlight=False)
     console.print(f"[dim]run record: {meta}[/]")
+
+
+@contextmanager
+def training_progress(show: bool = True):
+    """Bars for the reference pass and the optimizer steps; yields the loop's event callback."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=not show) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_event(kind: str, data: dict) -> None:
+            if kind == "data" and show:
+                cut = data["truncation"]
+                err_console.print(f"pairs: {data['train_pairs']} train, {data['eval_pairs']} eval "
+                                  f"({data['pairs_read']} read; dropped {cut['dropped'] or 'none'})", highlight=False)
+            elif kind == "ref_start":
+                tasks["ref"] = progress.add_task("reference log-probs", total=data["pairs"], info="pairs")
+            elif kind == "ref_batch":
+                progress.advance(tasks["ref"], data["pairs"])
+            elif kind == "start":
+                tasks["steps"] = progress.add_task("training", total=data["total"], completed=data["start"], info="")
+            elif kind == "step":
+                info = (f"loss {data['loss']:.4f} · margin {data['rewards/margins']:+.3f} · "
+                        f"acc {data['rewards/accuracies']:.2f} · {data['tokens_per_s']:.0f} tok/s")
+                progress.update(tasks["steps"], completed=data["step"], info=info)
+
+        yield on_event
+
+
+def show_train_summary(summary: dict, output: Path, meta: Path) -> None:
+    final = summary["final"]
+    rows = [("pairs trained on", str(summary["train_pairs"])), ("pairs held out", str(summary["eval_pairs"])),
+            ("optimizer steps", str(summary["steps"]))]
+    if summary["resumed_from"] is not None:
+        rows.append(("resumed from step", str(summary["resumed_from"])))
+    cut = summary["truncation"]
+    for key in ("prompts_cut", "chosen_cut", "rejected_cut", "loops_kept_by_moving_the_cut"):
+        if cut[key]:
+            rows.append((key.replace("_", " "), str(cut[key])))
+    for reason, n in cut["dropped"].items():
+        rows.append((f"dropped: {reason}", f"[yellow]{n}[/]"))
+    if summary["ref_cache"]:
+        rows.append(("reference log-probs", "cache hit" if summary["ref_cache_hit"] else "computed, cached"))
+    for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+        if key in final:
+            rows.append((f"last step {key}", f"{final[key]:.4f}"))
+    for key, value in summary["final_eval"].items():
+        rows.append((key, f"{value:.4f}"))
+    rate = summary["tokens"] / max(summary["seconds"], 1e-9)
+    rows.append(("tokens", f"{summary['tokens']} ({rate:.0f} tok/s overall)"))
+    rows.append(("wall time", f"{summary['seconds']:.1f} s"))
+    console.print(counts_table(f"{output}", rows))
+    console.print(f"[dim]run record: {meta}[/]")

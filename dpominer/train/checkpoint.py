@@ -1,0 +1,86 @@
+"""Checkpoints: weights via ``save_pretrained`` (safetensors) + tokenizer + optimizer, scheduler and RNG
+state, each written to a temporary folder and renamed into place, so a kill mid-write never leaves a
+checkpoint that looks complete. ``--resume`` picks the newest complete one."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE = "trainer_state.pt"
+MODEL_MARKERS = ("config.json", "adapter_config.json")
+
+
+def checkpoint_dir(output: Path, step: int) -> Path:
+    return output / "checkpoints" / f"step-{step:07d}"
+
+
+def latest(output: Path) -> Path | None:
+    root = output / "checkpoints"
+    done = sorted(p for p in root.glob("step-*") if (p / STATE).exists()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_model(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+
+
+def save(output: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int) -> Path:
+    final = checkpoint_dir(output, step)
+    staging = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_model(model, tokenizer, staging)
+    torch.save(trainer_state, staging / STATE)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    _fsync_dir(final.parent)
+    for old in sorted(p for p in final.parent.glob("step-*") if p != final)[:-keep + 1 or None]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    # our own file (optimizer tensors, RNG tuples): not a weights-only payload
+    return torch.load(folder / STATE, weights_only=False)
+
+
+def publish(output: Path, model, tokenizer) -> None:
+    """Write the final model into ``output`` itself, its config last: a folder that has the config has
+    the weights."""
+    staging = output / ".final.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_model(model, tokenizer, staging)
+    names = sorted(p.name for p in staging.iterdir())
+    for name in sorted(names, key=lambda n: n in MODEL_MARKERS):
+        os.replace(staging / name, output / name)
+    staging.rmdir()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,246 @@
+"""Preference pairs → token ids: chat templates, the prompt/completion boundary, loop-aware truncation,
+length-grouped batches and collation. Pure functions of (records, tokenizer, settings).
+
+The boundary is the part other trainers get silently wrong: with a chat template, the prompt rendered
+alone (with the generation prompt) must be a prefix of the prompt rendered with the reply, and its tokens
+a prefix of the whole sequence's tokens. When either fails, masking the "prompt" tokens masks the wrong
+ones; here that is an error naming the pair and what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from ..records import Message
+
+CUT_OFF = {"length", "repetition"}  # a completion that never ended on its own: no end-of-turn token
+
+
+class PreferenceRecord(BaseModel):
+    """A pair from `dpominer pair`, or any TRL preference row: prompt, chosen, rejected (+ anything)."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str | list[Message]
+    chosen: str | list[Message]
+    rejected: str | list[Message]
+    id: str | None = None
+    chosen_scores: dict[str, Any] = {}
+    rejected_scores: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _same_form(self):
+        forms = {isinstance(v, str) for v in (self.prompt, self.chosen, self.rejected)}
+        if len(forms) > 1:
+            raise ValueError("prompt, chosen and rejected must all be strings or all be message lists")
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise ValueError("'prompt' is an empty message list")
+        return self
+
+    @property
+    def conversational(self) -> bool:
+        return not isinstance(self.prompt, str)
+
+
+@dataclass
+class Example:
+    """One tokenised pair. Completion ids exclude the prompt; ``rejected_keep`` is how many rejected
+    tokens must stay in the window for the loop's onset and several copies to be seen (None: no loop)."""
+
+    key: str
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    rejected_keep: int | None = None
+
+    def length(self) -> int:
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
+
+@dataclass
+class Truncation:
+    """What fitting pairs into ``max_length`` did (counts, for the summary)."""
+
+    prompts_cut: int = 0
+    chosen_cut: int = 0
+    rejected_cut: int = 0
+    loops_kept_by_moving_the_cut: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def _messages(value: str | list[Message]) -> list[dict[str, Any]]:
+    return [m.model_dump() for m in value] if isinstance(value, list) else [{"role": "user", "content": value}]
+
+
+def _first_difference(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def _ended(scores: dict[str, Any]) -> bool:
+    return scores.get("finish_reason") not in CUT_OFF
+
+
+def _completion_text(tokenizer, record: PreferenceRecord, side: str) -> tuple[str, str, int]:
+    """(prompt text, completion text, where the side's own text starts inside the completion text)."""
+    value = getattr(record, side)
+    ended = _ended(getattr(record, f"{side}_scores"))
+    if not record.conversational:
+        return record.prompt, value, 0  # type: ignore[return-value]
+    prompt_msgs = _messages(record.prompt)
+    reply = _messages(value)
+    prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(prompt_msgs + reply, tokenize=False)
+    if not full_text.startswith(prompt_text):
+        at = _first_difference(prompt_text, full_text)
+        raise ValueError(
+            f"the chat template renders the prompt differently once a reply follows (from character {at}: "
+            f"{prompt_text[at:at + 40]!r} alone vs {full_text[at:at + 40]!r} with the {side} reply), so the prompt "
+            "tokens cannot be masked reliably; fix the template or give the pairs as strings")
+    completion = full_text[len(prompt_text):]
+    content = reply[-1]["content"]
+    start = completion.find(content) if content else 0
+    if not ended and start == 0:
+        completion = content  # cut off at max_tokens or a loop stop: the model never closed its turn
+    return prompt_text, completion, max(start, 0)
+
+
+def _tokens_with_offsets(tokenizer, text: str, special: bool) -> tuple[list[int], list[tuple[int, int]] | None]:
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+        return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+    return tokenizer(text, add_special_tokens=special)["input_ids"], None
+
+
+def _char_to_token(offsets: list[tuple[int, int]] | None, n_tokens: int, char: int, text_len: int) -> int:
+    """Number of completion tokens needed to cover characters [0, char)."""
+    if offsets is None:  # slow tokenizer: proportional estimate
+        return min(n_tokens, int(n_tokens * char / max(text_len, 1)) + 1)
+    for i, (_, end) in enumerate(offsets):
+        if end >= char:
+            return i + 1
+    return n_tokens
+
+
+def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, separate: bool = False) -> Example:
+    """Tokenise both sides; raise ValueError (with the reason) when the prompt boundary does not hold."""
+    eos = tokenizer.eos_token_id
+    sides: dict[str, list[int]] = {}
+    prompt_ids: list[int] = []
+    rejected_keep = None
+    for side in ("chosen", "rejected"):
+        prompt_text, completion, content_start = _completion_text(tokenizer, record, side)
+        special = not record.conversational  # a rendered template already holds its BOS
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
+        full_ids, offsets = _tokens_with_offsets(tokenizer, prompt_text + completion, special)
+        if full_ids[:len(prompt_ids)] == prompt_ids:
+            ids = full_ids[len(prompt_ids):]
+            offsets = [(a - len(prompt_text), b - len(prompt_text)) for a, b in offsets[len(prompt_ids):]] \
+                if offsets is not None else None
+        elif separate:
+            ids, offsets = _tokens_with_offsets(tokenizer, completion, False)
+        else:
+            at = _first_difference(prompt_ids, full_ids)
+            raise ValueError(
+                f"the prompt's tokens are not a prefix of prompt+{side} (token {at}: "
+                f"{tokenizer.decode(prompt_ids[at:at + 3])!r} alone vs {tokenizer.decode(full_ids[at:at + 3])!r}); "
+                "tokens merge across the boundary — end prompts on a token boundary (a space or newline), or "
+                "pass --tokenize-separately to train on prompt and completion tokenised apart, as they were sampled")
+        if not record.conversational and _ended(getattr(record, f"{side}_scores")) and eos is not None:
+            ids = ids + [eos]
+        if not ids:
+            raise ValueError(f"the {side} completion is empty")
+        sides[side] = ids
+        scores = record.rejected_scores
+        if side == "rejected" and scores.get("start_char") is not None and scores.get("unit_len"):
+            copies = min(float(scores.get("copies") or loop_copies), loop_copies)
+            end_char = content_start + int(scores["start_char"] + copies * scores["unit_len"])
+            rejected_keep = _char_to_token(offsets, len(ids), end_char, len(completion))
+    key = record.id or hashlib.blake2b(repr((record.prompt, record.chosen)).encode(), digest_size=8).hexdigest()
+    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep)
+
+
+def truncate(ex: Example, max_length: int, max_prompt_length: int | None, stats: Truncation,
+             min_prompt: int = 8) -> Example | None:
+    """Fit a pair into ``max_length`` tokens, or None (counted in ``stats.dropped``).
+
+    The prompt keeps its end (the generation prompt and the text nearest the reply); completions keep
+    their start. A rejected loop must keep its onset and several copies: when the cut would fall before
+    that, the prompt gives up its start instead (down to ``min_prompt`` tokens), else the pair is dropped.
+    """
+    prompt = ex.prompt_ids
+    if max_prompt_length is not None and len(prompt) > max_prompt_length:
+        prompt = prompt[-max_prompt_length:]
+    need = min(ex.rejected_keep, len(ex.rejected_ids)) if ex.rejected_keep else 1
+    budget = max_length - len(prompt)
+    moved = False
+    if not ex.rejected_keep and budget < 1:
+        stats.dropped["prompt_fills_max_length"] = stats.dropped.get("prompt_fills_max_length", 0) + 1
+        return None
+    if need > budget:
+        keep = max_length - need  # prompt tokens left once the loop fits
+        if keep < min(min_prompt, len(prompt)):
+            stats.dropped["loop_outside_window"] = stats.dropped.get("loop_outside_window", 0) + 1
+            return None
+        prompt = prompt[len(prompt) - keep:]
+        budget, moved = need, True
+    stats.prompts_cut += len(prompt) < len(ex.prompt_ids)
+    stats.chosen_cut += len(ex.chosen_ids) > budget
+    stats.rejected_cut += len(ex.rejected_ids) > budget
+    stats.loops_kept_by_moving_the_cut += moved
+    return Example(ex.key, prompt, ex.chosen_ids[:budget], ex.rejected_ids[:budget], ex.rejected_keep)
+
+
+def in_eval_split(key: str, fraction: float) -> bool:
+    """Pairs of one document share its id, so they land on the same side of the split."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
+                           group: int = 64) -> list[list[int]]:
+    """Shuffled micro-batches of similar length (less padding), longest first (an OOM shows at once).
+
+    Deterministic in (seed, epoch), so a resumed run replays the same order.
+    """
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    span = batch_size * group
+    for start in range(0, len(order), span):
+        mega = sorted(order[start:start + span], key=lambda i: -lengths[i])
+        batches += [mega[i:i + batch_size] for i in range(0, len(mega), batch_size)]
+    rng.shuffle(batches)
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches.insert(0, batches.pop(longest))
+    return batches
+
+
+def collate(examples: Iterable[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen rows then rejected rows, right-padded: input_ids, attention_mask, labels (2B, T)."""
+    examples = list(examples)
+    rows = [(e.prompt_ids, e.chosen_ids) for e in examples] + [(e.prompt_ids, e.rejected_ids) for e in examples]
+    width = max(len(p) + len(c) for p, c in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (prompt, completion) in enumerate(rows):
+        seq = prompt + completion
+        input_ids[i, :len(seq)] = torch.tensor(seq)
+        labels[i, len(prompt):len(seq)] = torch.tensor(completion)
+        attention_mask[i, :len(seq)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def data_digest(examples: list[Example]) -> str:
+    """Content hash of the tokenised pairs (keys the reference log-prob cache)."""
+    h = hashlib.blake2b(digest_size=16)
+    for e in examples:
+        h.update(repr((e.prompt_ids, e.chosen_ids, e.rejected_ids)).encode())
+    return h.hexdigest()

@@ -1,0 +1,82 @@
+"""The little of torch.distributed the loop needs. Under `torchrun` (WORLD_SIZE > 1) it runs DDP over
+gloo on CPU or NCCL on GPUs; otherwise every helper is a no-op, so one code path serves both."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def setup() -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if size > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(int(os.environ.get("RANK", "0")), size, device)
+
+
+def teardown(world: World) -> None:
+    if world.distributed and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        torch_dist.barrier()
+
+
+def mean_over_ranks(world: World, values: dict[str, float]) -> dict[str, float]:
+    if not world.distributed:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=world.device)
+    torch_dist.all_reduce(t)
+    return {k: float(v) / world.size for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def any_rank(world: World, flag: bool) -> bool:
+    if not world.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=world.device)
+    torch_dist.all_reduce(t)
+    return bool(t.item())
+
+
+def gather(world: World, obj: Any) -> list[Any]:
+    if not world.distributed:
+        return [obj]
+    out: list[Any] = [None] * world.size
+    torch_dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(world: World, obj: Any) -> Any:
+    if not world.distributed:
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,93 @@
+"""Loading the policy (full or LoRA), the reference, the tokenizer, and the autocast context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models import resolve_model
+from ..records import InputError
+from . import dist
+from .config import TrainConfig
+from .logps import CompletionLogps
+
+
+def load_tokenizer(cfg: TrainConfig):
+    from transformers import AutoTokenizer
+
+    model_dir = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise InputError(f"--model {cfg.model}: the tokenizer has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out; any id will do
+    return tokenizer, model_dir
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device):
+    """None for fp32; a bf16 autocast context otherwise (weights and optimizer state stay fp32)."""
+    bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else None
+
+
+def _load(path: str | Path, cfg: TrainConfig):
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
+    # The reference log-probs are taken without dropout; a policy with dropout would not start at loss log 2.
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def build_policy(cfg: TrainConfig, model_dir: str, world: dist.World, resume_from: Path | None):
+    """(policy model, its CompletionLogps, the module to call in training: DDP-wrapped when distributed)."""
+    if cfg.lora.enabled:
+        try:
+            from peft import LoraConfig, PeftModel, get_peft_model
+        except ImportError:
+            raise InputError("--lora needs peft: pip install 'dpominer[lora]'") from None
+        base = _load(model_dir, cfg)
+        if resume_from is not None:
+            policy = PeftModel.from_pretrained(base, resume_from, is_trainable=True)
+        else:
+            lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                              target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+            policy = get_peft_model(base, lora)
+    else:
+        policy = _load(resume_from or model_dir, cfg)
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy.config.use_cache = False
+    policy.to(world.device)
+    policy.train()
+    logps_fn = CompletionLogps(policy)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        devices = [world.device.index] if world.device.type == "cuda" else None
+        return policy, logps_fn, DistributedDataParallel(logps_fn, device_ids=devices)
+    return policy, logps_fn, logps_fn
+
+
+def reference_logps_fn(cfg: TrainConfig, policy, logps_fn: CompletionLogps, model_dir: str, world: dist.World,
+                       resume_from: Path | None):
+    """A no-grad function giving the reference's (sums, counts) for a batch.
+
+    LoRA: the policy with its adapter switched off (no second copy). Full fine-tuning: before the first
+    step the policy *is* the reference, so precomputing needs no second model; otherwise a frozen copy.
+    """
+    if cfg.lora.enabled:
+        def with_adapter_off(**batch):
+            with torch.no_grad(), policy.disable_adapter():
+                return logps_fn(**batch)
+        return with_adapter_off
+    if cfg.ref == "precompute" and resume_from is None:
+        return torch.no_grad()(logps_fn.forward)
+    frozen = _load(model_dir, cfg).to(world.device).eval().requires_grad_(False)
+    return torch.no_grad()(CompletionLogps(frozen).forward)

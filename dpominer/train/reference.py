@@ -1,0 +1,84 @@
+"""Reference log-probs computed once, before training, and cached on disk.
+
+DPO compares the policy with a frozen reference on every pair. Keeping a second model in memory doubles
+the weights held and adds a forward pass per step; but the reference never changes, so its log-probs
+are a property of (model, data): computed once here and cached under a key of both, so a second run
+(another β, another learning rate) loads them in a blink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from ..models import cache_dir
+from . import dist
+from .data import Example, collate
+
+FORMAT = 1  # bump when the numbers a cache file holds change meaning
+
+
+def model_fingerprint(model_dir: str) -> str:
+    """Config plus size and head/tail bytes of each weight file: cheap, and changes when weights do."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        return model_dir  # a hub id as given
+    h = hashlib.blake2b(digest_size=16)
+    for f in sorted(path.iterdir()):
+        if f.name == "config.json" or f.suffix in {".safetensors", ".bin", ".pt"}:
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}".encode())
+            with f.open("rb") as handle:
+                h.update(handle.read(1 << 20))
+                if size > 2 << 20:
+                    handle.seek(-(1 << 20), 2)
+                    h.update(handle.read())
+    return h.hexdigest()
+
+
+def cache_path(model_key: str, data_key: str, dtype: str) -> Path:
+    key = hashlib.blake2b(f"{FORMAT}:{model_key}:{data_key}:{dtype}".encode(), digest_size=12).hexdigest()
+    return cache_dir() / "ref" / f"{key}.pt"
+
+
+@torch.no_grad()
+def compute(logps_fn: Callable, examples: list[Example], *, batch_size: int, pad_id: int, world: dist.World,
+            autocast, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(N, 2) fp32 summed completion log-probs of chosen and rejected under ``logps_fn``.
+
+    Each process computes every world.size-th pair; the results are gathered on all of them.
+    """
+    mine = list(range(world.rank, len(examples), world.size))
+    mine.sort(key=lambda i: examples[i].length())  # similar lengths together: less padding
+    found: dict[int, tuple[float, float]] = {}
+    for start in range(0, len(mine), batch_size):
+        idx = mine[start:start + batch_size]
+        batch = {k: v.to(world.device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+        with autocast or nullcontext():
+            sums, _ = logps_fn(**batch)  # (2B,)
+        chosen, rejected = sums.float().cpu().split(len(idx))
+        found.update({i: (c, r) for i, c, r in zip(idx, chosen.tolist(), rejected.tolist(), strict=True)})
+        if on_batch is not None:
+            on_batch(len(idx) * world.size)
+    merged: dict[int, tuple[float, float]] = {}
+    for part in dist.gather(world, found):
+        merged.update(part)
+    return torch.tensor([merged[i] for i in range(len(examples))], dtype=torch.float32)
+
+
+def load(path: Path, n: int) -> torch.Tensor | None:
+    if not path.exists():
+        return None
+    values = torch.load(path, weights_only=True)
+    return values if values.shape == (n, 2) else None
+
+
+def save(path: Path, values: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(values, tmp)
+    tmp.replace(path)

@@ -1,0 +1,146 @@
+"""Tokenisation, the prompt boundary, loop-aware truncation, batching: pure functions, checked by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from dpominer.train.data import (
+    Example,
+    PreferenceRecord,
+    Truncation,
+    collate,
+    in_eval_split,
+    length_grouped_batches,
+    tokenize_pair,
+    truncate,
+)
+
+TEXT = "Return a formatted dump of the tree in node. This is mainly useful for debugging purposes."
+UNIT = " the tree in node and"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def chat_pair(rejected_finish="length", start_char=None) -> PreferenceRecord:
+    rejected = TEXT[:30] + UNIT * 12
+    scores = {"finish_reason": rejected_finish}
+    if start_char is not None:
+        scores |= {"start_char": start_char, "unit_len": len(UNIT), "copies": 12.0}
+    return PreferenceRecord.model_validate({
+        "id": "d1", "prompt": [{"role": "user", "content": "Copy: " + TEXT}],
+        "chosen": [{"role": "assistant", "content": TEXT}], "rejected": [{"role": "assistant", "content": rejected}],
+        "chosen_scores": {"finish_reason": "stop"}, "rejected_scores": scores})
+
+
+def test_chat_pair_masks_exactly_the_rendered_prompt(tokenizer):
+    ex = tokenize_pair(chat_pair(), tokenizer, loop_copies=4)
+    prompt_text = tokenizer.apply_chat_template([{"role": "user", "content": "Copy: " + TEXT}], tokenize=False,
+                                                add_generation_prompt=True)
+    assert ex.prompt_ids == tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ex.chosen_ids) == TEXT + "<|im_end|>\n"  # ended on its own: the turn closes
+    # the rejected side ran into max_tokens: trained on what the model wrote, with no end-of-turn it never wrote
+    assert tokenizer.decode(ex.rejected_ids) == TEXT[:30] + UNIT * 12
+    assert ex.rejected_keep is None  # no loop position given
+
+
+def test_string_pairs_get_eos_only_when_the_completion_ended(tokenizer):
+    record = PreferenceRecord.model_validate({
+        "prompt": "Copy: " + TEXT + "\n", "chosen": TEXT, "rejected": TEXT[:20] + UNIT * 5,
+        "rejected_scores": {"finish_reason": "repetition"}})
+    ex = tokenize_pair(record, tokenizer, loop_copies=4)
+    assert ex.chosen_ids[-1] == tokenizer.eos_token_id
+    assert ex.rejected_ids[-1] != tokenizer.eos_token_id
+    assert tokenizer.decode(ex.prompt_ids + ex.chosen_ids[:-1]) == "Copy: " + TEXT + "\n" + TEXT
+    plain = PreferenceRecord.model_validate({"prompt": "Copy:\n", "chosen": "a", "rejected": "b"})  # TRL rows
+    assert tokenize_pair(plain, tokenizer, loop_copies=4).rejected_ids[-1] == tokenizer.eos_token_id
+
+
+def test_a_template_that_renders_the_prompt_differently_is_refused(tokenizer):
+    tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    # "LAST:" marks the final user turn only while no reply follows: the prompt is not a prefix
+    tok.chat_template = ("{% for m in messages %}{% if loop.last and m['role'] == 'user' %}LAST:{% endif %}"
+                         "{{ m['content'] }}\n{% endfor %}")
+    with pytest.raises(ValueError, match="renders the prompt differently once a reply follows"):
+        tokenize_pair(chat_pair(), tok, loop_copies=4)
+
+
+def test_tokens_merging_across_the_boundary_are_named(tokenizer):
+    # "communica|tion": a prompt that ends mid-word merges with the completion's first characters
+    record = PreferenceRecord.model_validate({"prompt": "all communica", "chosen": "tion is in bytes",
+                                              "rejected": "tion tion tion"})
+    with pytest.raises(ValueError, match=r"not a prefix of prompt\+chosen .*--tokenize-separately"):
+        tokenize_pair(record, tokenizer, loop_copies=4)
+    ex = tokenize_pair(record, tokenizer, loop_copies=4, separate=True)
+    assert tokenizer.decode(ex.prompt_ids) == "all communica"
+    assert tokenizer.decode(ex.chosen_ids[:-1]) == "tion is in bytes"
+
+
+def test_loop_position_becomes_the_tokens_to_keep(tokenizer):
+    start = 30
+    ex = tokenize_pair(chat_pair(start_char=start), tokenizer, loop_copies=3)
+    kept = tokenizer.decode(ex.rejected_ids[:ex.rejected_keep])
+    assert kept.startswith(TEXT[:30] + UNIT * 3)  # onset and 3 copies are inside
+    assert len(kept) < len(TEXT[:30] + UNIT * 5)
+
+
+def ex(prompt: int, chosen: int, rejected: int, keep: int | None = None) -> Example:
+    return Example("k", list(range(prompt)), list(range(100, 100 + chosen)), list(range(200, 200 + rejected)), keep)
+
+
+def test_truncation_keeps_the_prompt_end_and_completion_starts():
+    stats = Truncation()
+    out = truncate(ex(30, 50, 80), max_length=64, max_prompt_length=20, stats=stats)
+    assert out.prompt_ids == list(range(10, 30))  # the end of the prompt
+    assert out.chosen_ids == list(range(100, 144)) and out.rejected_ids == list(range(200, 244))
+    assert (stats.prompts_cut, stats.chosen_cut, stats.rejected_cut) == (1, 1, 1)
+
+
+def test_truncation_moves_the_cut_to_keep_a_late_loop():
+    stats = Truncation()
+    # onset + copies end at rejected token 50; prompt 30 + 50 > 64, so the prompt gives up its first 16 tokens
+    out = truncate(ex(30, 40, 120, keep=50), max_length=64, max_prompt_length=None, stats=stats)
+    assert out.prompt_ids == list(range(16, 30))
+    assert out.rejected_ids == list(range(200, 250)) and out.chosen_ids == list(range(100, 140))
+    assert stats.loops_kept_by_moving_the_cut == 1
+    # a loop that fits only beside fewer than 8 prompt tokens is dropped, not trained on as if it were clean text
+    assert truncate(ex(30, 40, 120, keep=60), max_length=64, max_prompt_length=None, stats=stats) is None
+    assert stats.dropped == {"loop_outside_window": 1}
+    assert truncate(ex(70, 5, 5), max_length=64, max_prompt_length=None, stats=stats) is None
+    assert stats.dropped["prompt_fills_max_length"] == 1
+
+
+def test_length_grouped_batches_cover_every_pair_once_deterministically():
+    lengths = [(i * 37) % 101 + 1 for i in range(300)]
+    batches = length_grouped_batches(lengths, batch_size=4, seed=3, epoch=1)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    assert batches == length_grouped_batches(lengths, batch_size=4, seed=3, epoch=1)
+    assert batches != length_grouped_batches(lengths, batch_size=4, seed=3, epoch=2)
+    assert max(lengths[i] for i in batches[0]) == max(lengths)  # longest first: an OOM shows at step 1
+
+    def padding(bs):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in bs)
+
+    random_batches = [list(range(300))[i:i + 4] for i in range(0, 300, 4)]
+    assert padding(batches) < padding(random_batches) / 5
+
+
+def test_collate_puts_chosen_rows_first_and_masks_prompt_and_padding():
+    batch = collate([ex(2, 3, 1), ex(1, 1, 4)], pad_id=9)
+    assert batch["input_ids"].tolist() == [[0, 1, 100, 101, 102], [0, 100, 9, 9, 9],
+                                           [0, 1, 200, 9, 9], [0, 200, 201, 202, 203]]
+    assert batch["labels"].tolist() == [[-100, -100, 100, 101, 102], [-100, 100, -100, -100, -100],
+                                        [-100, -100, 200, -100, -100], [-100, 200, 201, 202, 203]]
+    assert batch["attention_mask"].sum(1).tolist() == [5, 2, 3, 5]
+
+
+def test_eval_split_keeps_a_documents_pairs_together():
+    keys = [f"doc-{i}" for i in range(2000)]
+    held = [k for k in keys if in_eval_split(k, 0.1)]
+    assert 150 < len(held) < 250
+    assert all(in_eval_split(k, 0.1) for k in held)
+    assert not any(in_eval_split(k, 0.0) for k in keys)
