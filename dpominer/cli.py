@@ -274,6 +274,65 @@ def train(
             show_train_summary(numbers, output, meta)
 
 
+@app.command("eval")
+def eval_(
+    docs: Path | None = typer.Argument(None, help="Held-out documents (JSONL) to sample each --model on.",
+                                       dir_okay=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for eval.json and the per-model files.",
+                                file_okay=False),
+    model: list[str] = typer.Option([], "--model", "-m", help="A model to sample (repeat; the first is the baseline)."),
+    candidates: list[Path] = typer.Option([], "--candidates", help="Existing candidate files to evaluate (repeat).",
+                                          dir_okay=False),
+    n: int = typer.Option(1, "-n", help="Candidates per document."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 is greedy."),
+    max_tokens: int = typer.Option(512, "--max-tokens"),
+    seed: int = typer.Option(0, "--seed"),
+    backend: str = typer.Option("auto", "--backend", help="auto | vllm | hf | openai"),
+    sample_config: Path | None = typer.Option(None, "--sample-config", help="More `sample` settings (TOML/JSON).",
+                                              dir_okay=False),
+) -> None:
+    """Degeneration rate (95 % CI) and fidelity of models before/after training, on the same documents."""
+    from .evaluate import run_eval
+    from .mining import ScoreConfig
+    from .records import write_json
+    from .runinfo import write_meta
+    from .ui import show_eval
+
+    with user_errors():
+        if not model and not candidates:
+            raise InputError("--model or --candidates: nothing to evaluate")
+        if model and docs is None:
+            raise InputError("DOCS: sampling a --model needs the documents")
+        flags = ["-n", str(n), "--temperature", str(temperature), "--max-tokens", str(max_tokens),
+                 "--seed", str(seed), "--backend", backend]
+        flags += ["--config", str(sample_config)] if sample_config else []
+        result = run_eval(docs, model, candidates, output, flags, ScoreConfig())
+        write_json(output / "eval.json", result | {"sampling": {"n": n, "temperature": temperature,
+                                                                "max_tokens": max_tokens, "seed": seed}})
+        meta = write_meta(output / "eval.json", "eval", {"models": model, "candidates": [str(c) for c in candidates],
+                                                         "sample_flags": flags}, [], {"models": len(result["models"])})
+        show_eval(result, output / "eval.json", meta)
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Candidate/scored files, pairs, metrics.jsonl, eval.json, or folders."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML page (PNGs go beside it).",
+                                dir_okay=False),
+    examples: int = typer.Option(6, "--examples", help="Example pairs shown with the loop highlighted."),
+) -> None:
+    """One self-contained HTML page with the plots of a run: rates, fidelity, loops, pairs, training."""
+    from .report import build
+    from .runinfo import write_meta
+    from .ui import console
+
+    with user_errors():
+        plots = build(runs, output, examples)
+        meta = write_meta(output, "report", {"runs": [str(r) for r in runs], "examples": examples}, [], plots)
+        console.print(f"[bold]{output}[/] — {len(plots)} plots: {', '.join(plots)}", highlight=False)
+        console.print(f"[dim]run record: {meta}[/]")
+
+
 def _finish(command: str, output: Path, cfg, digest, summary) -> None:
     from .runinfo import write_meta
     from .ui import show_summary

@@ -160,3 +160,23 @@ def show_train_summary(summary: dict, output: Path, meta: Path) -> None:
     rows.append(("wall time", f"{summary['seconds']:.1f} s"))
     console.print(counts_table(f"{output}", rows))
     console.print(f"[dim]run record: {meta}[/]")
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.0%}"
+
+
+def show_eval(result: dict, path: Path, meta: Path) -> None:
+    table = Table(title=str(path), title_justify="left", title_style="bold")
+    for name in ("model", "docs", "cands", "degeneration (95 % CI)", "Δ vs first", "docs with a loop",
+                 "hit max_tokens", "CER mean / median", "Δ CER"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+    for row, change in zip(result["models"], result["changes"], strict=True):
+        lo, hi = row["degeneration_ci95"]
+        cer = "–" if row["cer_mean"] is None else f"{row['cer_mean']:.3f} / {row['cer_median']:.3f}"
+        table.add_row(row["label"], str(row["documents"]), str(row["candidates"]),
+                      f"{row['degeneration_rate']:.1%} ({lo:.1%}–{hi:.1%})", _pct(change["degeneration_change"]),
+                      f"{row['docs_with_loop_rate']:.1%}", f"{row['hit_max_tokens_rate']:.1%}", cer,
+                      _pct(change["cer_change"]))
+    console.print(table)
+    console.print(f"[dim]run record: {meta}[/]")

@@ -89,6 +89,8 @@ def test_completion_logps_equal_the_full_logits_path(tiny_model):
     full.sum().backward()
     torch.testing.assert_close(sums, full, rtol=0, atol=1e-4)
     assert counts.tolist() == [28, 18, 28, 28]
+    padded, _ = CompletionLogps(model, padding_free=False)(ids, mask, labels)  # the GPU path, here on a CPU
+    torch.testing.assert_close(padded, sums.detach(), rtol=0, atol=1e-4)
     for a, p in zip(ours, model.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-5)
 
@@ -210,3 +212,19 @@ def test_torchrun_two_processes_match_one_process_with_accumulation(tiny_model, 
     assert meta["world_size"] == 2
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "one"), abs=1e-4)
     assert losses(tmp_path / "ddp")[-1] < losses(tmp_path / "ddp")[0]
+
+
+def test_checkpointing_bf16_and_eval_split(tiny_model, pairs, tmp_path):
+    base = ("-m", tiny_model, "--max-steps", "3", "--eval-fraction", "0.3", *COMMON)
+    assert run(pairs, "-o", tmp_path / "plain", *base)[0] == 0
+    assert run(pairs, "-o", tmp_path / "gc", *base, "--gradient-checkpointing")[0] == 0
+    assert losses(tmp_path / "gc") == pytest.approx(losses(tmp_path / "plain"), abs=1e-5)  # recomputed, not changed
+    last = read_jsonl(tmp_path / "plain" / "metrics.jsonl")[-1]
+    assert {"eval/loss", "eval/rewards/margins", "eval/rewards/accuracies"} <= set(last)
+    meta = json.loads((tmp_path / "plain" / "dpominer.meta.json").read_text())["summary"]
+    assert meta["eval_pairs"] > 0 and meta["train_pairs"] + meta["eval_pairs"] == 12
+
+    assert run(pairs, "-o", tmp_path / "bf16", *base, "--dtype", "bf16")[0] == 0
+    rows = read_jsonl(tmp_path / "bf16" / "metrics.jsonl")
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # reference taken under the same autocast
+    assert all(math.isfinite(r["loss"]) for r in rows)

@@ -67,20 +67,24 @@ def _has_plain_head(config) -> bool:
 class CompletionLogps(nn.Module):
     """Wraps a causal LM so ``forward`` returns per-sequence completion log-probs (sum and token count).
 
-    One module, so DDP can wrap it and its forward is what the gradients sync through.
+    One module, so DDP can wrap it and its forward is what the gradients sync through. On a CPU each
+    row goes through the backbone alone, cut to its length (``padding_free``): with no padding mask,
+    SDPA takes its fused causal kernel instead of materialising (B, heads, T, T) attention weights —
+    measured 2× faster and far smaller for SmolLM2 on 2 cores. On a GPU the padded batch is the fast way.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, padding_free: bool | None = None):
         super().__init__()
         self.model = model
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft → the CausalLM
         head = inner.get_output_embeddings()
         self._fast = _has_plain_head(inner.config) and getattr(head, "bias", None) is None
         self._inner = [inner]  # a list, so the module is not registered twice
+        self.padding_free = padding_free  # None: on a CPU
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # input_ids, attention_mask, labels (B, T); labels −100 at prompt and padding
+        # input_ids, attention_mask, labels (B, T); labels −100 at prompt and padding; padding on the right
         target = labels[:, 1:]  # token t is predicted at position t−1
         mask = target != -100  # (B, T-1)
         counts = mask.sum(-1)  # (B,)
@@ -89,8 +93,14 @@ class CompletionLogps(nn.Module):
             return sequence_logps(logits, labels), counts
         inner = self._inner[0]
         backbone = getattr(inner, inner.base_model_prefix)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        picked = hidden[:, :-1][mask]  # (N, H): only positions that predict a completion token
+        padding_free = input_ids.device.type == "cpu" if self.padding_free is None else self.padding_free
+        if padding_free:
+            picked = torch.cat([
+                backbone(input_ids=input_ids[i:i + 1, :n], use_cache=False).last_hidden_state[0, :-1][mask[i, :n - 1]]
+                for i, n in enumerate(attention_mask.sum(-1).tolist())])  # (N, H), rows in order
+        else:
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            picked = hidden[:, :-1][mask]  # (N, H): only positions that predict a completion token
         token_logps = _HeadLogProb.apply(picked, inner.get_output_embeddings().weight, target[mask])  # (N,)
         sums = torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=labels.device)
         row = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(mask)[mask]  # (N,)

@@ -1,0 +1,295 @@
+"""`dpominer report`: one self-contained HTML page (PNG plots embedded) from whatever runs it is given —
+candidate or scored files, pairs, a training run's metrics.jsonl, an eval.json — plus the PNGs beside it.
+
+Reading sorts each input by what its records hold; plotting is matplotlib (Agg), one function per plot,
+each returning how many data points it drew, so a plot with no data is left out, not drawn empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .records import InputError, atomic_output
+
+
+@dataclass
+class Runs:
+    evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    metrics: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # scored candidate dicts, flattened
+    sources: list[str] = field(default_factory=list)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: invalid JSON: {exc}") from None
+    return rows
+
+
+def _add_file(runs: Runs, path: Path) -> None:
+    from .mining import ScoreConfig, score_record
+    from .records import CandidateRecord
+
+    label = path.parent.name if path.name in {"eval.json", "metrics.jsonl"} else path.stem
+    if path.suffix == ".json":
+        data = orjson.loads(path.read_bytes())
+        if not (isinstance(data, dict) and "models" in data):
+            raise InputError(f"{path}: not an eval.json (no 'models')")
+        runs.evals.append((label, data))
+    else:
+        rows = _jsonl(path)
+        first = rows[0] if rows else {}
+        if "step" in first and "loss" in first:
+            runs.metrics.append((label, rows))
+        elif "chosen" in first and "rejected" in first:
+            runs.pairs += rows
+        elif "candidates" in first:
+            cfg = ScoreConfig()
+            for row in rows:
+                record = score_record(CandidateRecord.model_validate(row), cfg)  # scores kept when present
+                runs.candidates += [c.model_dump(exclude_none=True) for c in record.candidates]
+        else:
+            raise InputError(f"{path}: not candidates, pairs or training metrics (first record's keys: "
+                             f"{', '.join(list(first)[:6]) or 'none'})")
+    runs.sources.append(str(path))
+
+
+def collect(paths: list[Path]) -> Runs:
+    """Read every path; a folder contributes its eval.json, metrics.jsonl and *.jsonl files."""
+    runs = Runs()
+    for path in paths:
+        if path.is_dir():
+            found = [p for p in (path / "eval.json", path / "metrics.jsonl") if p.exists()]
+            found += sorted(p for p in path.glob("*.jsonl") if p.name != "metrics.jsonl"
+                            and not p.name.endswith(".candidates.jsonl"))  # eval's scored copies suffice
+            if not found:
+                raise InputError(f"{path}: no eval.json, metrics.jsonl or JSONL files in this folder")
+            for f in found:
+                _add_file(runs, f)
+        elif path.exists():
+            _add_file(runs, path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------ plots
+
+def _plot_degeneration(ax, runs: Runs) -> int:
+    labels, rates, lows, highs = [], [], [], []
+    for _, data in runs.evals:
+        for row in data["models"]:
+            lo, hi = row["degeneration_ci95"]
+            labels.append(row["label"])
+            rates.append(row["degeneration_rate"])
+            lows.append(row["degeneration_rate"] - lo)
+            highs.append(hi - row["degeneration_rate"])
+    if labels:
+        ax.bar(labels, rates, yerr=[lows, highs], capsize=6, color="#4c72b0")
+        ax.set_ylabel("degenerate candidates (95 % CI)")
+        ax.set_title("Degeneration rate per model")
+    return len(labels)
+
+
+def _side_cer(pairs: list[dict[str, Any]], side: str) -> list[float]:
+    values = [(p.get(f"{side}_scores") or {}).get("fidelity", {}).get("cer") for p in pairs]
+    return [v for v in values if v is not None]
+
+
+def _plot_cer(ax, runs: Runs) -> int:
+    chosen, rejected = _side_cer(runs.pairs, "chosen"), _side_cer(runs.pairs, "rejected")
+    if chosen and rejected:
+        top = max(max(chosen), min(max(rejected), 3.0))
+        bins = [top * i / 30 for i in range(31)]
+        ax.hist([min(v, top) for v in chosen], bins=bins, alpha=0.6, label="chosen", color="#55a868")
+        ax.hist([min(v, top) for v in rejected], bins=bins, alpha=0.6, label="rejected", color="#c44e52")
+        ax.set_xlabel("CER against the reference (capped at 3)")
+        ax.set_title("Fidelity of chosen vs rejected")
+        ax.legend()
+    return len(chosen) + len(rejected) if chosen and rejected else 0
+
+
+def _loops(runs: Runs) -> list[tuple[int, float]]:
+    """(unit length, onset as a fraction of the text) of every degenerate candidate seen."""
+    out = []
+    for cand in runs.candidates:
+        deg = cand.get("degeneration") or {}
+        if deg.get("verdict") == "degenerate" and deg.get("unit") and deg.get("start_char") is not None:
+            out.append((len(deg["unit"]), deg["start_char"] / max(len(cand["text"]), 1)))
+    if not out:
+        for p in runs.pairs:
+            s = p.get("rejected_scores") or {}
+            text = p["rejected"] if isinstance(p["rejected"], str) else p["rejected"][-1]["content"]
+            if s.get("verdict") == "degenerate" and s.get("unit_len") and s.get("start_char") is not None:
+                out.append((s["unit_len"], s["start_char"] / max(len(text), 1)))
+    return out
+
+
+def _plot_loop_shape(axes, runs: Runs) -> int:
+    loops = _loops(runs)
+    if loops:
+        axes[0].hist([u for u, _ in loops], bins=20, color="#8172b2")
+        axes[0].set_xlabel("loop unit (characters)")
+        axes[0].set_title("Loop unit length")
+        axes[1].hist([o for _, o in loops], bins=20, range=(0, 1), color="#937860")
+        axes[1].set_xlabel("loop onset (fraction of the text before it)")
+        axes[1].set_title("Where loops start")
+    return len(loops)
+
+
+def _plot_reasons(ax, runs: Runs) -> int:
+    counts: dict[str, int] = {}
+    for p in runs.pairs:
+        counts[p.get("reason", "unknown")] = counts.get(p.get("reason", "unknown"), 0) + 1
+    if counts:
+        ax.barh(list(counts), list(counts.values()), color="#64b5cd")
+        ax.set_xlabel("pairs")
+        ax.set_title("Pairs by reason")
+    return sum(counts.values())
+
+
+def _plot_training(axes, rows: list[dict[str, Any]]) -> int:
+    steps = [r["step"] for r in rows]
+    panels = (("loss", ["loss", "eval/loss"]), ("reward margin", ["rewards/margins", "eval/rewards/margins"]),
+              ("reward accuracy", ["rewards/accuracies", "eval/rewards/accuracies"]),
+              ("log-prob", ["logps/chosen", "logps/rejected"]))
+    for ax, (title, keys) in zip(axes, panels, strict=True):
+        for key in keys:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=key, marker="." if len(points) < 30 else None)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    return len(steps)
+
+
+def likelihood_displacement(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when the chosen side's log-prob fell over training (Razin et al. 2024)."""
+    if len(rows) < 2:
+        return None
+    k = max(1, len(rows) // 10)
+    start = sum(r["logps/chosen"] for r in rows[:k]) / k
+    end = sum(r["logps/chosen"] for r in rows[-k:]) / k
+    if end < start - 0.05 * abs(start):
+        return (f"logps/chosen fell from {start:.1f} to {end:.1f}: likelihood displacement — the model pushes "
+                "the rejected side down by also lowering the chosen one. Consider --sft-weight or a lower --lr.")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------- page
+
+def _figure(draw, panels: int = 1) -> tuple[bytes, int]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.6), squeeze=False)
+    points = draw(axes[0] if panels > 1 else axes[0][0])
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue(), points
+
+
+def _completion_text(value: Any) -> str:
+    return value if isinstance(value, str) else value[-1]["content"]
+
+
+def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
+    """The rejected text with the loop marked from its onset; long texts cut in the middle."""
+    if start is None or start >= len(text):
+        return html.escape(text[:limit]) + ("…" if len(text) > limit else "")
+    head = text[:start][-300:]
+    loop = text[start:start + limit - len(head)]
+    cut = "…" if len(text) > start + len(loop) else ""
+    return ("…" if start > 300 else "") + html.escape(head) + f"<mark>{html.escape(loop)}</mark>{cut}"
+
+
+def _examples(pairs: list[dict[str, Any]], count: int) -> str:
+    picked = [p for p in pairs if p.get("reason") == "rejected_degenerate"][:count] or pairs[:count]
+    rows = []
+    for p in picked:
+        scores = p.get("rejected_scores") or {}
+        rows.append(
+            f"<tr><td>{html.escape(str(p.get('id', '')))}<br><small>{html.escape(str(scores.get('kind') or ''))}"
+            f"</small></td><td class=t>{html.escape(_completion_text(p['chosen'])[:600])}</td>"
+            f"<td class=t>{_highlighted(_completion_text(p['rejected']), scores.get('start_char'))}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>Example pairs</h2><p>The loop is highlighted from the onset the detector found.</p>"
+            "<table><tr><th>id</th><th>chosen</th><th>rejected</th></tr>" + "".join(rows) + "</table>")
+
+
+def _eval_table(runs: Runs) -> str:
+    out = []
+    for label, data in runs.evals:
+        rows = "".join(
+            f"<tr><td>{html.escape(m['label'])}</td><td>{m['degeneration_rate']:.1%} "
+            f"({m['degeneration_ci95'][0]:.1%}–{m['degeneration_ci95'][1]:.1%})</td>"
+            f"<td>{'' if c['degeneration_change'] is None else format(c['degeneration_change'], '+.0%')}</td>"
+            f"<td>{'–' if m['cer_mean'] is None else format(m['cer_mean'], '.3f')}</td></tr>"
+            for m, c in zip(data["models"], data["changes"], strict=True))
+        out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr><th>model</th><th>degeneration (95 % CI)"
+                   f"</th><th>change vs first</th><th>mean CER</th></tr>{rows}</table>")
+    return "".join(out)
+
+
+STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#222}
+img{max-width:100%;border:1px solid #ddd;margin:.4em 0}table{border-collapse:collapse;width:100%;margin:.6em 0}
+td,th{border:1px solid #ddd;padding:.35em .5em;vertical-align:top;text-align:left}td.t{font:12px/1.35 monospace;
+white-space:pre-wrap;max-width:520px}mark{background:#ffd6d6}.warn{background:#fff4d6;border-left:4px solid #e0a800;
+padding:.6em 1em}small{color:#666}"""
+
+
+def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
+    """Write the page and its PNGs; returns {plot name: data points drawn} for the plots kept."""
+    runs = collect(paths)
+    plots: list[tuple[str, str, bytes, int]] = []
+
+    def add(name: str, title: str, draw, panels: int = 1) -> None:
+        png, points = _figure(draw, panels)
+        if points:
+            plots.append((name, title, png, points))
+
+    add("degeneration_rate", "Degeneration rate per model", lambda ax: _plot_degeneration(ax, runs))
+    add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: _plot_cer(ax, runs))
+    add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), panels=2)
+    add("pairs_by_reason", "Pairs by reason", lambda ax: _plot_reasons(ax, runs))
+    warnings = []
+    for label, rows in runs.metrics:
+        add(f"training_{label}", f"Training: {label}", lambda axes, rows=rows: _plot_training(axes, rows), panels=4)
+        if (warning := likelihood_displacement(rows)) is not None:
+            warnings.append(f"<p class=warn><b>{html.escape(label)}</b>: {html.escape(warning)}</p>")
+    if not plots:
+        raise InputError("nothing to plot: give candidate or scored files, pairs, metrics.jsonl or eval.json")
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for name, title, png, points in plots:
+        with atomic_output(output.with_name(f"{output.stem}-{name}.png")) as f:
+            f.write(png)
+        sections.append(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" data-points="{points}" '
+                        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    sources = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in runs.sources)
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>dpominer report</title><style>{STYLE}</style>"
+            f"</head><body><h1>dpominer report</h1>{''.join(warnings)}{_eval_table(runs)}{''.join(sections)}"
+            f"{_examples(runs.pairs, examples)}<h2>Inputs</h2><ul>{sources}</ul></body></html>")
+    with atomic_output(output) as f:
+        f.write(page.encode())
+    return {name: points for name, _, _, points in plots}
