@@ -192,14 +192,14 @@ def likelihood_displacement(rows: list[dict[str, Any]]) -> str | None:
 
 # ------------------------------------------------------------------------------------------------- page
 
-def _figure(draw, panels: int = 1) -> tuple[bytes, int]:
+def _figure(draw, rows: int = 1, cols: int = 1) -> tuple[bytes, int]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.6), squeeze=False)
-    points = draw(axes[0] if panels > 1 else axes[0][0])
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+    points = draw(axes.flatten() if rows * cols > 1 else axes[0][0])
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -262,18 +262,18 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
     runs = collect(paths)
     plots: list[tuple[str, str, bytes, int]] = []
 
-    def add(name: str, title: str, draw, panels: int = 1) -> None:
-        png, points = _figure(draw, panels)
+    def add(name: str, title: str, draw, rows: int = 1, cols: int = 1) -> None:
+        png, points = _figure(draw, rows, cols)
         if points:
             plots.append((name, title, png, points))
 
     add("degeneration_rate", "Degeneration rate per model", lambda ax: _plot_degeneration(ax, runs))
     add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: _plot_cer(ax, runs))
-    add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), panels=2)
+    add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), cols=2)
     add("pairs_by_reason", "Pairs by reason", lambda ax: _plot_reasons(ax, runs))
     warnings = []
     for label, rows in runs.metrics:
-        add(f"training_{label}", f"Training: {label}", lambda axes, rows=rows: _plot_training(axes, rows), panels=4)
+        add(f"training_{label}", f"Training: {label}", lambda axes, rows=rows: _plot_training(axes, rows), 2, 2)
         if (warning := likelihood_displacement(rows)) is not None:
             warnings.append(f"<p class=warn><b>{html.escape(label)}</b>: {html.escape(warning)}</p>")
     if not plots:
