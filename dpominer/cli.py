@@ -56,6 +56,13 @@ def score(
     output: Path = OUTPUT,
     config: Path | None = CONFIG,
     rescore: bool | None = typer.Option(None, "--rescore", help="Recompute scores already present."),
+    judge: str | None = typer.Option(None, "--judge", help="Judge model: every non-degenerate candidate gets a "
+                                     "rubric score (for documents without a reference)."),
+    judge_backend: str | None = typer.Option(None, "--judge-backend", help="auto | vllm | hf | openai"),
+    rubric: Path | None = typer.Option(None, "--rubric", help="Rubric file (TOML/JSON/YAML): task, criteria "
+                                       "with weights, scale.", dir_okay=False),
+    judge_base_url: str | None = typer.Option(None, "--judge-base-url", help="OpenAI-compatible judge server."),
+    resume: bool = typer.Option(False, "--resume", help="With --judge: continue OUT.partial of a killed run."),
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
     """Judge every candidate for repetition loops and, given a reference, its fidelity (CER, …)."""
@@ -66,9 +73,33 @@ def score(
         from .config import build_config
 
         cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore)})
-        with reading(input, "scoring") as digest:
-            summary = run_score(input, output, cfg, skip_invalid=skip_invalid, progress=digest)
-        _finish("score", output, cfg, digest, summary)
+        if judge is None:
+            if resume:
+                raise InputError("--resume: only with --judge (plain scoring is quick to redo)")
+            with reading(input, "scoring") as digest:
+                summary = run_score(input, output, cfg, skip_invalid=skip_invalid, progress=digest)
+            _finish("score", output, cfg, digest, summary)
+            return
+        from .judge import load_rubric
+        from .judging import JudgeConfig, make_judge_backend, run_judged_score
+        from .runinfo import InputDigest
+        from .ui import judging_progress
+
+        flags = {"model": ("--judge", judge), "backend": ("--judge-backend", judge_backend),
+                 "base_url": ("--judge-base-url", judge_base_url)}
+        judge_cfg = build_config(JudgeConfig, None, flags)
+        if rubric is not None:
+            judge_cfg = judge_cfg.model_copy(update={"rubric": load_rubric(rubric)})
+        from .records import CandidateRecord, iter_jsonl
+
+        # the whole input is checked before the judge model loads
+        total = sum(1 for _ in iter_jsonl(input, CandidateRecord, skip_invalid=skip_invalid))
+        engine = make_judge_backend(judge_cfg)
+        with judging_progress(total) as on_chunk:
+            summary = run_judged_score(input, output, cfg, judge_cfg, engine, resume=resume,
+                                       skip_invalid=skip_invalid, on_chunk=on_chunk)
+        _finish("score", output, {"score": cfg.model_dump(mode="json"), "judge": judge_cfg.model_dump(mode="json")},
+                InputDigest.of_file(input), summary, {"judge_engine": engine.describe()})
 
 
 @app.command()
@@ -85,6 +116,9 @@ def pair(
         None, "--dedup-threshold", help="rapidfuzz ratio (0-100) at which candidates collapse."),
     reject_worse: bool | None = typer.Option(
         None, "--reject-worse/--no-reject-worse", help="Also reject clean candidates of clearly worse fidelity."),
+    score_by: str | None = typer.Option(None, "--score-by", help="auto | fidelity | judge: how candidates rank."),
+    min_judge_margin: float | None = typer.Option(
+        None, "--min-judge-margin", help="Least judge-score gap (0-1) to reject a worse-judged candidate."),
     stats_json: Path | None = typer.Option(
         None, "--stats-json", help="Write the summary numbers here too.", dir_okay=False),
     skip_invalid: bool = SKIP_INVALID,
@@ -103,6 +137,8 @@ def pair(
             "policy.max_pairs_per_doc": ("--max-pairs-per-doc", max_pairs_per_doc),
             "policy.dedup_threshold": ("--dedup-threshold", dedup_threshold),
             "policy.reject_worse": ("--reject-worse", reject_worse),
+            "policy.score_by": ("--score-by", score_by),
+            "policy.min_judge_margin": ("--min-judge-margin", min_judge_margin),
         })
         with reading(input, "pairing") as digest:
             summary = run_pair(input, output, cfg, skip_invalid=skip_invalid, progress=digest)
@@ -333,10 +369,10 @@ def report(
         console.print(f"[dim]run record: {meta}[/]")
 
 
-def _finish(command: str, output: Path, cfg, digest, summary) -> None:
+def _finish(command: str, output: Path, cfg, digest, summary, extra: dict | None = None) -> None:
     from .runinfo import write_meta
     from .ui import show_summary
 
     numbers = summary.as_dict()
-    meta = write_meta(output, command, cfg, [digest], numbers)
+    meta = write_meta(output, command, cfg, [digest], numbers, extra)
     show_summary(numbers, output, meta, summary.skipped_messages)

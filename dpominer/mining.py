@@ -51,6 +51,7 @@ class Summary:
     cer_sum: float = 0.0
     cer_count: int = 0
     skipped_messages: list[str] = field(default_factory=list)
+    judge: dict[str, Any] = field(default_factory=dict)  # set by `score --judge`
 
     @property
     def degeneration_rate(self) -> float:
@@ -70,6 +71,7 @@ class Summary:
             "pairs_by_reason": dict(self.pairs_by_reason),
             "chosen_source": dict(self.chosen_source),
             "documents_without_pair": dict(self.no_pair),
+            **({"judge": self.judge} if self.judge else {}),
         }
 
     def skipped(self, message: str) -> None:
@@ -89,7 +91,7 @@ def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
     return record
 
 
-def _count(summary: Summary, record: CandidateRecord) -> None:
+def count_record(summary: Summary, record: CandidateRecord) -> None:
     summary.documents += 1
     for cand in record.candidates:
         summary.candidates += 1
@@ -106,7 +108,7 @@ def _count(summary: Summary, record: CandidateRecord) -> None:
 Progress = Callable[[bytes], None]  # called with each raw input line
 
 
-def _records(path: Path, skip_invalid: bool, summary: Summary, progress: Progress | None, check=None):
+def read_records(path: Path, skip_invalid: bool, summary: Summary, progress: Progress | None, check=None):
     return iter_jsonl(path, CandidateRecord, skip_invalid=skip_invalid, on_skip=summary.skipped,
                       on_line=progress, check=check)
 
@@ -129,9 +131,9 @@ def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = Fa
               progress: Progress | None = None) -> Summary:
     summary = Summary()
     with atomic_output(dst) as out:
-        for record in _records(src, skip_invalid, summary, progress):
+        for record in read_records(src, skip_invalid, summary, progress):
             score_record(record, cfg)
-            _count(summary, record)
+            count_record(summary, record)
             out.write(dumps(record))
     return summary
 
@@ -140,9 +142,9 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
              progress: Progress | None = None) -> Summary:
     summary = Summary()
     with atomic_output(dst) as out:
-        for record in _records(src, skip_invalid, summary, progress, check=_OneForm()):
+        for record in read_records(src, skip_invalid, summary, progress, check=_OneForm()):
             score_record(record, cfg.score)
-            _count(summary, record)
+            count_record(summary, record)
             outcome = make_pairs(record, cfg.policy)
             if outcome.no_pair_reason:
                 summary.no_pair[outcome.no_pair_reason] += 1

@@ -5,9 +5,11 @@ Default policy (``PairConfig``):
 * **chosen** — the best clean candidate (lowest CER; without a reference the best judge score, or a
   clean candidate that stopped on its own), or the reference when no candidate is clean and good
   enough (``chosen_from="auto"``). ``candidates`` never uses the reference, ``reference`` always does.
-* **rejected** — degenerate candidates first, most severe first; then candidates whose fidelity is
-  clearly worse than the chosen one (CER higher by at least ``min_margin``). Suspect candidates are
-  never chosen and only rejected on fidelity. Near-duplicates collapse to one (rapidfuzz ratio).
+* **rejected** — degenerate candidates first, most severe first; then candidates clearly worse than
+  the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge (``score_by``), a judge
+  score lower by at least ``min_judge_margin``. Suspect candidates are never chosen and only rejected
+  as worse; candidates whose judging failed are neither chosen nor rejected as worse. Near-duplicates
+  collapse to one (rapidfuzz ratio).
 * at most ``max_pairs_per_doc`` pairs per document.
 """
 
@@ -31,6 +33,10 @@ class PairConfig(BaseModel):
     max_pairs_per_doc: int = Field(4, ge=1)
     dedup_threshold: float = Field(95.0, ge=0, le=100, description="rapidfuzz ratio at which candidates collapse")
     reject_worse: bool = Field(True, description="also reject clean candidates of clearly worse fidelity")
+    score_by: Literal["auto", "fidelity", "judge"] = Field(
+        "auto", description="rank candidates by CER (needs a reference) or judge score; auto: CER when there "
+                            "is a reference, else the judge when candidates were judged")
+    min_judge_margin: float = Field(0.2, ge=0, le=1, description="judge-score gap (0..1) for a worse-judged reject")
 
 
 @dataclass
@@ -47,6 +53,19 @@ def _cer(cand: Candidate) -> float | None:
     return cand.fidelity.get("cer") if cand.fidelity else None
 
 
+def _judge_score(cand: Candidate) -> float | None:
+    return cand.judge.get("score") if cand.judge else None
+
+
+def _mode(record: CandidateRecord, cfg: PairConfig) -> str:
+    """How this record's candidates are ranked: fidelity, judge, or (neither) a stopped clean candidate."""
+    if cfg.score_by != "auto":
+        return cfg.score_by
+    if record.reference is not None:
+        return "fidelity"
+    return "judge" if any(_judge_score(c) is not None for c in record.candidates) else "first_stopped"
+
+
 def _scores(cand: Candidate) -> dict[str, Any]:
     out: dict[str, Any] = {"verdict": _verdict(cand), "finish_reason": cand.finish_reason}
     deg = cand.degeneration
@@ -55,13 +74,17 @@ def _scores(cand: Candidate) -> dict[str, Any]:
                    unit_len=len(deg.unit) if deg.unit else None)
     if cand.fidelity:
         out["fidelity"] = cand.fidelity
+    if _judge_score(cand) is not None:
+        out["judge"] = {"score": _judge_score(cand), "criteria": cand.judge.get("criteria")}  # type: ignore[union-attr]
     return out
 
 
-def _pick_chosen(record: CandidateRecord, cfg: PairConfig) -> tuple[Candidate | None, str | None]:
+def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
     """Best clean candidate and None, or None and why none qualifies."""
     clean = [c for c in record.candidates if _verdict(c) == "clean" and c.finish_reason != "error" and c.text.strip()]
-    if record.reference is not None:
+    if mode == "fidelity":
+        if record.reference is None:
+            return None, "no_reference"
         scored = [c for c in clean if _cer(c) is not None]
         good = [c for c in scored if _cer(c) <= cfg.max_chosen_cer]  # type: ignore[operator]
         if good:
@@ -69,18 +92,29 @@ def _pick_chosen(record: CandidateRecord, cfg: PairConfig) -> tuple[Candidate | 
         return None, "no_clean_candidate_good_enough" if clean else "no_clean_candidate"
     if not clean:
         return None, "no_clean_candidate"
-    # Without a reference: a clean candidate that ended on its own beats one cut off at max_tokens.
+    if mode == "judge":
+        judged = [c for c in clean if _judge_score(c) is not None]  # judge errors are never chosen
+        if not judged:
+            return None, "no_judged_clean_candidate"
+        return max(judged, key=lambda c: (_judge_score(c), -c.index)), None
+    # Neither a reference nor a judge: a clean candidate that ended on its own beats one cut off.
     return min(clean, key=lambda c: (c.finish_reason != "stop", c.index)), None
 
 
-def _rejected_order(record: CandidateRecord, chosen_cer: float | None, cfg: PairConfig) -> list[tuple[Candidate, str]]:
+def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_cer: float | None, cfg: PairConfig,
+                    mode: str) -> list[tuple[Candidate, str]]:
     degenerate = sorted((c for c in record.candidates if _verdict(c) == "degenerate"),
                         key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
     ordered = [(c, "rejected_degenerate") for c in degenerate]
-    if cfg.reject_worse and chosen_cer is not None:
+    if cfg.reject_worse and mode == "fidelity" and chosen_cer is not None:
         worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _cer(c) is not None
                  and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_fidelity") for c in sorted(worse, key=lambda c: (-_cer(c), c.index))]
+    top = _judge_score(chosen) if chosen is not None else None
+    if cfg.reject_worse and mode == "judge" and top is not None:
+        worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _judge_score(c) is not None
+                 and _judge_score(c) <= top - cfg.min_judge_margin]  # type: ignore[operator]
+        ordered += [(c, "rejected_worse_judge") for c in sorted(worse, key=lambda c: (_judge_score(c), c.index))]
     return ordered
 
 
@@ -94,8 +128,9 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
         return PairOutcome([], "sample_error" if getattr(record, "error", None) else "no_candidates")
     chosen: Candidate | None = None
     why_no_chosen = None
+    mode = _mode(record, cfg)
     if cfg.chosen_from != "reference":
-        chosen, why_no_chosen = _pick_chosen(record, cfg)
+        chosen, why_no_chosen = _pick_chosen(record, cfg, mode)
     use_reference = chosen is None and cfg.chosen_from != "candidates" and record.reference is not None
     if chosen is None and not use_reference:
         if cfg.chosen_from == "reference":
@@ -112,7 +147,7 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
         return PairOutcome([], "empty_reference")
 
     picked: list[tuple[Candidate, str]] = []
-    for cand, reason in _rejected_order(record, chosen_cer, cfg):
+    for cand, reason in _rejected_order(record, chosen, chosen_cer, cfg, mode):
         if len(picked) >= cfg.max_pairs_per_doc:
             break
         if chosen is not None and cand.index == chosen.index:

@@ -132,7 +132,7 @@ def _record(doc: Document, cfg: SampleConfig, backend_name: str, request: Reques
     if not record.get("meta"):
         record.pop("meta", None)
     # the backend that ran, not the flag: `auto` says nothing about where a text came from
-    record |= {"model": cfg.model, "backend": backend_name, "sampling": cfg.sampling.model_dump()}
+    record |= {"model": cfg.model, "backend": backend_name, "sampling": cfg.sampling.model_dump(exclude_none=True)}
     if request is not None:
         if request.prompt_ids is not None:
             record["prompt_tokens"] = len(request.prompt_ids)

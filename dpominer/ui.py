@@ -68,10 +68,29 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
             rows.append((f"  chosen from {source}", str(n)))
         for reason, n in summary["documents_without_pair"].items():
             rows.append((f"  no pair: {reason}", str(n)))
+    judge = summary.get("judge")
+    if judge:
+        rows.append(("judged", f"[bold]{judge.get('judged', 0)}[/] ({judge.get('retried_ok', 0)} on a retry)"))
+        rows.append(("  judge errors (excluded from pairing)",
+                     f"[yellow]{judge['errors']}[/]" if judge.get("errors") else "0"))
+        rows.append(("  not judged: degenerate or failed", str(judge.get("skipped_degenerate_or_error", 0))))
+        if judge.get("judge_vs_cer_spearman") is not None:
+            rows.append(("  judge score vs CER (Spearman)",
+                         f"{judge['judge_vs_cer_spearman']:+.3f} over {judge['judge_vs_cer_n']} (negative = agree)"))
     console.print(counts_table(f"{output}", rows))
     for message in skipped[:5]:
         err_console.print(f"[yellow]skipped[/] {message}", highlight=False)
     console.print(f"[dim]run record: {meta}[/]")
+
+
+@contextmanager
+def judging_progress(total: int):
+    """A bar over the input's records while the judge works through them; yields the per-chunk callback."""
+    columns = (TextColumn("[bold]judging"), BarColumn(), TextColumn("{task.completed}/{task.total} records"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("judging", total=total)
+        yield lambda records: progress.advance(task, records)
 
 
 @contextmanager

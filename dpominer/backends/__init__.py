@@ -57,6 +57,7 @@ class SamplingSpec(BaseModel):
     seed: int = 0
     stop_on_loop: bool = False
     loop_stop: LoopStop = Field(default_factory=LoopStop)
+    json_schema: dict | None = Field(None, description="constrain the output to this JSON schema (vllm, openai)")
 
 
 @dataclass

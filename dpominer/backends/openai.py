@@ -69,6 +69,9 @@ class OpenAIBackend:
     def _ask(self, request: Request, spec: SamplingSpec, n: int, seed: int) -> list[Completion]:
         body = {"model": self.model, "n": n, "temperature": spec.temperature, "top_p": spec.top_p,
                 "max_tokens": request.max_tokens, "seed": seed}
+        if spec.json_schema is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": spec.json_schema}}
         if request.messages is not None:
             body |= {"messages": request.messages, "logprobs": True, "top_logprobs": 0}
             answer = self._post("/chat/completions", body)

@@ -66,6 +66,10 @@ class VLLMBackend:
             rule = spec.loop_stop
             extra["repetition_detection"] = RepetitionDetectionParams(
                 max_pattern_size=rule.max_pattern, min_pattern_size=rule.min_pattern, min_count=rule.min_count)
+        if spec.json_schema is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            extra["structured_outputs"] = StructuredOutputsParams(json=spec.json_schema)
         return SamplingParams(n=1, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
                               max_tokens=max_tokens, seed=seed, logprobs=0, **extra)
 
