@@ -291,7 +291,7 @@ def train(
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
         "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "ref": ref, "lora.enabled": lora,
         "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads}.items()}
-    flags["lora.enabled"] = ("--lora", lora)
+    flags |= {"lora.enabled": ("--lora", lora), "lora.r": ("--lora-r", lora_r)}
     with user_errors():
         from .config import build_config
 

@@ -132,12 +132,13 @@ def test_live_reference_gives_the_same_run_as_the_precomputed_one(tiny_model, pa
 
 def test_lora_trains_an_adapter_and_merges(tiny_model, pairs, tmp_path):
     code, output = run(pairs, "-m", tiny_model, "-o", tmp_path / "lora", "--max-steps", "3", "--lora",
-                       *COMMON[:2], "--lr", "1e-2", *COMMON[4:])
+                       "--lora-r", "4", *COMMON[:2], "--lr", "1e-2", *COMMON[4:])
     assert code == 0, output
     assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["r"] == 4
     assert not (tmp_path / "lora" / "model.safetensors").exists()
     code, _ = run(pairs, "-m", tiny_model, "-o", tmp_path / "merged", "--max-steps", "3", "--lora", "--merge",
-                  "--ref", "model", *COMMON[:2], "--lr", "1e-2", *COMMON[4:])
+                  "--lora-r", "4", "--ref", "model", *COMMON[:2], "--lr", "1e-2", *COMMON[4:])
     assert code == 0
     # adapter switched off as the live reference == base-model log-probs precomputed
     assert losses(tmp_path / "merged") == pytest.approx(losses(tmp_path / "lora"), abs=1e-5)
