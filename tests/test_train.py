@@ -128,6 +128,9 @@ def test_live_reference_gives_the_same_run_as_the_precomputed_one(tiny_model, pa
     run(pairs, "-m", tiny_model, "-o", tmp_path / "pre", "--max-steps", "3", *COMMON)
     run(pairs, "-m", tiny_model, "-o", tmp_path / "live", "--max-steps", "3", "--ref", "model", *COMMON)
     assert losses(tmp_path / "live") == pytest.approx(losses(tmp_path / "pre"), abs=1e-5)
+    code, output = run(pairs, "-m", tiny_model, "-o", tmp_path / "pre", "--max-steps", "3", *COMMON)
+    assert code == 1 and "holds an earlier run" in output  # never appended to, never silently overwritten
+    assert len(losses(tmp_path / "pre")) == 3
 
 
 def test_lora_trains_an_adapter_and_merges(tiny_model, pairs, tmp_path):

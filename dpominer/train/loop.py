@@ -170,8 +170,12 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
     if last is not None and not resume:
         raise InputError(f"-o {output}: holds checkpoints up to {last.name}; pass --resume to go on from there, "
                          "or choose another output folder")
-    if resume and last is None and (output / "metrics.jsonl").exists():
+    earlier = (output / "metrics.jsonl").exists()
+    if resume and last is None and earlier:
         raise InputError(f"--resume: {output} has no complete checkpoint to resume from")
+    if not resume and earlier:
+        raise InputError(f"-o {output}: holds an earlier run (metrics.jsonl); choose another output folder or "
+                         "delete it")
 
     # --- data
     tokenizer, model_dir = load_tokenizer(cfg)

@@ -24,6 +24,7 @@ EPOCHS=${EPOCHS:-1}
 BATCH=${BATCH:-4}
 
 mkdir -p "$OUT"
+rm -rf "$OUT/dpo" "$OUT/eval"  # this script's own outputs of an earlier run: redone below
 head -n "$MINING" "$HERE/mining.jsonl" > "$OUT/mining.jsonl"
 head -n "$HELDOUT" "$HERE/heldout.jsonl" > "$OUT/heldout.jsonl"
 start=$(date +%s)
