@@ -17,7 +17,7 @@ from conftest import read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from dpominer.cli import app
-from dpominer.train.logps import CompletionLogps, _HeadLogProb
+from dpominer.train.logps import CompletionLogps, _HeadLogProb, _tree_inputs
 from dpominer.train.loss import sequence_logps
 
 PASSAGES = Path(__file__).parents[1] / "bench" / "data" / "passages.jsonl"
@@ -93,6 +93,51 @@ def test_completion_logps_equal_the_full_logits_path(tiny_model):
     torch.testing.assert_close(padded, sums.detach(), rtol=0, atol=1e-4)
     for a, p in zip(ours, model.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def _grads_of(fn, model, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad()
+    sums, _ = fn(**batch)
+    sums.sum().backward()
+    return sums.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def test_pairs_sharing_a_prompt_run_as_one_sequence_with_the_same_log_probs(tiny_model, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from dpominer.train import logps
+    from dpominer.train.data import Example, collate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    ids = lambda n: torch.randint(3, 500, (n,), generator=gen).tolist()  # noqa: E731
+    batch = collate([Example("a", ids(14), ids(9), ids(30)), Example("b", ids(5), ids(21), ids(3))], pad_id=0)
+    full = sequence_logps(model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits, batch["labels"])
+
+    shared = CompletionLogps(model)
+    calls = []
+    monkeypatch.setattr(logps, "_tree_inputs", lambda *a: calls.append(a) or _tree_inputs(*a))
+    tree, tree_grads = _grads_of(shared, model, batch)
+    assert len(calls) == 3 and shared.share_prompts  # the first pair's check, then one call per pair
+    one_per_row = CompletionLogps(model)
+    one_per_row.share_prompts = False
+    rows, row_grads = _grads_of(one_per_row, model, batch)
+    torch.testing.assert_close(tree, rows, rtol=0, atol=1e-4)
+    torch.testing.assert_close(tree, full.detach(), rtol=0, atol=1e-4)
+    for a, b in zip(tree_grads, row_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+    # a model that ignored the mask (here: a mask that lets the rejected part see the chosen one) is caught
+    # by the first pair's check, and the run goes on a call per row with the right numbers
+    def leaky(chosen, rejected, p):
+        ids_, positions, allowed = _tree_inputs(chosen, rejected, p)
+        return ids_, positions, torch.ones_like(allowed).tril_()
+
+    monkeypatch.setattr(logps, "_tree_inputs", leaky)
+    checked = CompletionLogps(model)
+    sums, _ = checked(**batch)
+    assert not checked.share_prompts
+    torch.testing.assert_close(sums.detach(), rows, rtol=0, atol=1e-4)
 
 
 def test_train_writes_a_loadable_model_metrics_and_a_run_record(tiny_model, pairs, tmp_path):

@@ -16,6 +16,7 @@ from torch import nn
 from .loss import sequence_logps
 
 CHUNK_ROWS = 512
+MAX_TREE_TOKENS = 8192  # a pair's (N, N) mask stays ≤ 64 MB
 
 
 class _HeadLogProb(torch.autograd.Function):
@@ -64,13 +65,57 @@ def _has_plain_head(config) -> bool:
                    ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"))
 
 
+def _shared_prompts(input_ids: torch.Tensor, labels: torch.Tensor, lengths: list[int]) -> list[int] | None:
+    """Prompt length of each pair when row i (chosen) and row i + B (rejected) share their prompt, as
+    :func:`collate` lays a batch out; None when any pair does not (then each row runs on its own)."""
+    rows = labels.shape[0]
+    if rows % 2:
+        return None
+    labelled = labels != -100
+    starts = labelled.int().argmax(-1).tolist()  # first completion token of each row
+    half = rows // 2
+    prompts = []
+    for i in range(half):
+        p, j = starts[i], i + half
+        if p < 1 or starts[j] != p or lengths[i] + lengths[j] - p > MAX_TREE_TOKENS:
+            return None
+        if not torch.equal(input_ids[i, :p], input_ids[j, :p]):
+            return None
+        prompts.append(p)
+    return prompts
+
+
+def _tree_inputs(chosen: torch.Tensor, rejected: torch.Tensor, p: int):
+    """One sequence ``prompt | chosen | rejected`` whose rejected part sees the prompt but not the chosen
+    part, with positions restarting after the prompt: (ids (1, N), position_ids (1, N), mask (1, 1, N, N))."""
+    c, r = len(chosen) - p, len(rejected) - p
+    n = p + c + r
+    ids = torch.cat([chosen, rejected[p:]])[None]
+    positions = torch.cat([torch.arange(p + c), torch.arange(p, p + r)]).to(chosen.device)[None]
+    allowed = torch.ones(n, n, dtype=torch.bool, device=chosen.device).tril_()
+    allowed[p + c:, p:p + c] = False
+    return ids, positions, allowed[None, None]
+
+
+def _tree_capable(config) -> bool:
+    """A custom 4-D boolean mask means what it says only under SDPA, and would drop a sliding window."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    sliding = getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True)
+    return getattr(config, "_attn_implementation", None) == "sdpa" and not sliding
+
+
 class CompletionLogps(nn.Module):
     """Wraps a causal LM so ``forward`` returns per-sequence completion log-probs (sum and token count).
 
-    One module, so DDP can wrap it and its forward is what the gradients sync through. On a CPU each
-    row goes through the backbone alone, cut to its length (``padding_free``): with no padding mask,
-    SDPA takes its fused causal kernel instead of materialising (B, heads, T, T) attention weights —
-    measured 2× faster and far smaller for SmolLM2 on 2 cores. On a GPU the padded batch is the fast way.
+    One module, so DDP can wrap it and its forward is what the gradients sync through. On a CPU the
+    batch is not padded (``padding_free``). A pair's chosen and rejected rows share their prompt, so the
+    pair runs as one sequence ``prompt | chosen | rejected`` with a mask that hides the chosen part from
+    the rejected one and positions that restart after the prompt: the prompt is computed once, and one
+    backbone call per pair (not two) also halves the per-call cost of the weight gradients — on SmolLM2
+    with 2 cores, 1.35× faster forward and 1.3–1.6× faster forward+backward than a call per row, same
+    numbers to fp32 rounding. The first pair is checked against a call per row; pairs that do not share
+    a prompt, and models without SDPA, with a sliding window or failing the check, run a call per row
+    (no padding mask, so SDPA takes its fused causal kernel). On a GPU the padded batch is the fast way.
     """
 
     def __init__(self, model: nn.Module, padding_free: bool | None = None):
@@ -81,6 +126,8 @@ class CompletionLogps(nn.Module):
         self._fast = _has_plain_head(inner.config) and getattr(head, "bias", None) is None
         self._inner = [inner]  # a list, so the module is not registered twice
         self.padding_free = padding_free  # None: on a CPU
+        self.share_prompts = _tree_capable(inner.config)
+        self._share_checked = False
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,9 +142,12 @@ class CompletionLogps(nn.Module):
         backbone = getattr(inner, inner.base_model_prefix)
         padding_free = input_ids.device.type == "cpu" if self.padding_free is None else self.padding_free
         if padding_free:
-            picked = torch.cat([
-                backbone(input_ids=input_ids[i:i + 1, :n], use_cache=False).last_hidden_state[0, :-1][mask[i, :n - 1]]
-                for i, n in enumerate(attention_mask.sum(-1).tolist())])  # (N, H), rows in order
+            lengths = attention_mask.sum(-1).tolist()
+            rows = self._rows_by_pair(backbone, input_ids, labels, lengths) if self.share_prompts else None
+            if rows is None:
+                rows = [backbone(input_ids=input_ids[i:i + 1, :n], use_cache=False).last_hidden_state[0]
+                        for i, n in enumerate(lengths)]
+            picked = torch.cat([h[:-1][mask[i, :len(h) - 1]] for i, h in enumerate(rows)])  # (N, H), rows in order
         else:
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
             picked = hidden[:, :-1][mask]  # (N, H): only positions that predict a completion token
@@ -105,3 +155,46 @@ class CompletionLogps(nn.Module):
         sums = torch.zeros(labels.shape[0], dtype=token_logps.dtype, device=labels.device)
         row = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(mask)[mask]  # (N,)
         return sums.index_add(0, row, token_logps), counts
+
+    def _rows_by_pair(self, backbone, input_ids: torch.Tensor, labels: torch.Tensor,
+                      lengths: list[int]) -> list[torch.Tensor] | None:
+        """Hidden states (n_i, H) of every row, one backbone call per pair; None when pairs do not share prompts."""
+        prompts = _shared_prompts(input_ids, labels, lengths)
+        if prompts is None:
+            return None
+        half = len(prompts)
+        if not self._share_checked:
+            self._share_checked = True
+            self.share_prompts = _tree_matches_rows(backbone, input_ids[0, :lengths[0]],
+                                                    input_ids[half, :lengths[half]], prompts[0])
+            if not self.share_prompts:
+                return None
+        rows: list[torch.Tensor] = [None] * (2 * half)  # type: ignore[list-item]
+        for i, p in enumerate(prompts):
+            chosen, rejected = input_ids[i, :lengths[i]], input_ids[i + half, :lengths[i + half]]
+            rows[i], rows[i + half] = _tree_forward(backbone, chosen, rejected, p)
+        return rows
+
+
+def _tree_forward(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states of the chosen row (len(chosen), H) and the rejected row (len(rejected), H), one call."""
+    ids, positions, allowed = _tree_inputs(chosen, rejected, p)
+    h = backbone(input_ids=ids, position_ids=positions, attention_mask=allowed, use_cache=False).last_hidden_state[0]
+    return h[:len(chosen)], torch.cat([h[:p], h[len(chosen):]])
+
+
+def _tree_matches_rows(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> bool:
+    """Once per run: does this architecture take the custom mask and positions and honour them? If not, a
+    call per row. On SmolLM2 a mask letting the rejected part see the chosen one moves the hidden states by
+    17–21 % (relative norm); bf16 autocast alone by < 1 %, fp32 rounding by < 1e-6."""
+    tolerance = 3e-2 if torch.is_autocast_enabled(chosen.device.type) else 1e-3
+    with torch.no_grad():
+        try:
+            tree = _tree_forward(backbone, chosen, rejected, p)
+        except (TypeError, ValueError, RuntimeError):
+            return False
+        for ids, shared in zip((chosen, rejected), tree, strict=True):
+            alone = backbone(input_ids=ids[None], use_cache=False).last_hidden_state[0].float()
+            if (shared.float() - alone).norm() > tolerance * alone.norm():
+                return False
+    return True
