@@ -126,8 +126,7 @@ class CompletionLogps(nn.Module):
         self._fast = _has_plain_head(inner.config) and getattr(head, "bias", None) is None
         self._inner = [inner]  # a list, so the module is not registered twice
         self.padding_free = padding_free  # None: on a CPU
-        self.share_prompts = _tree_capable(inner.config)
-        self._share_checked = False
+        self.share_prompts: bool | None = None if _tree_capable(inner.config) else False  # None: check first
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +142,7 @@ class CompletionLogps(nn.Module):
         padding_free = input_ids.device.type == "cpu" if self.padding_free is None else self.padding_free
         if padding_free:
             lengths = attention_mask.sum(-1).tolist()
-            rows = self._rows_by_pair(backbone, input_ids, labels, lengths) if self.share_prompts else None
+            rows = None if self.share_prompts is False else self._rows_by_pair(backbone, input_ids, labels, lengths)
             if rows is None:
                 rows = [backbone(input_ids=input_ids[i:i + 1, :n], use_cache=False).last_hidden_state[0]
                         for i, n in enumerate(lengths)]
@@ -163,17 +162,14 @@ class CompletionLogps(nn.Module):
         if prompts is None:
             return None
         half = len(prompts)
-        if not self._share_checked:
-            self._share_checked = True
+        if self.share_prompts is None:
             self.share_prompts = _tree_matches_rows(backbone, input_ids[0, :lengths[0]],
                                                     input_ids[half, :lengths[half]], prompts[0])
             if not self.share_prompts:
                 return None
-        rows: list[torch.Tensor] = [None] * (2 * half)  # type: ignore[list-item]
-        for i, p in enumerate(prompts):
-            chosen, rejected = input_ids[i, :lengths[i]], input_ids[i + half, :lengths[i + half]]
-            rows[i], rows[i + half] = _tree_forward(backbone, chosen, rejected, p)
-        return rows
+        pairs = [_tree_forward(backbone, input_ids[i, :lengths[i]], input_ids[i + half, :lengths[i + half]], p)
+                 for i, p in enumerate(prompts)]
+        return [chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs]  # the batch's row order
 
 
 def _tree_forward(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
