@@ -82,7 +82,6 @@ def score(
             return
         from .judge import load_rubric
         from .judging import JudgeConfig, make_judge_backend, run_judged_score
-        from .runinfo import InputDigest
         from .ui import judging_progress
 
         flags = {"model": ("--judge", judge), "backend": ("--judge-backend", judge_backend),
@@ -92,14 +91,15 @@ def score(
             judge_cfg = judge_cfg.model_copy(update={"rubric": load_rubric(rubric)})
         from .records import CandidateRecord, iter_jsonl
 
-        # the whole input is checked before the judge model loads
-        total = sum(1 for _ in iter_jsonl(input, CandidateRecord, skip_invalid=skip_invalid))
+        # the whole input is checked (and its digest taken) before the judge model loads
+        with reading(input, "checking") as digest:
+            total = sum(1 for _ in iter_jsonl(input, CandidateRecord, skip_invalid=skip_invalid, on_line=digest))
         engine = make_judge_backend(judge_cfg)
         with judging_progress(total) as on_chunk:
             summary = run_judged_score(input, output, cfg, judge_cfg, engine, resume=resume,
                                        skip_invalid=skip_invalid, on_chunk=on_chunk)
         _finish("score", output, {"score": cfg.model_dump(mode="json"), "judge": judge_cfg.model_dump(mode="json")},
-                InputDigest.of_file(input), summary, {"judge_engine": engine.describe()})
+                digest, summary, {"judge_engine": engine.describe()})
 
 
 @app.command()

@@ -21,7 +21,7 @@ from .backends import Request, SamplingSpec
 from .judge import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
 from .mining import ScoreConfig, Summary, count_record, read_records, score_record
 from .records import CandidateRecord, Document, InputError
-from .sample import SampleConfig, _chunks, derive_seed, make_backend, partial_path, recover_partial, render
+from .sample import SampleConfig, chunks, derive_seed, make_backend, partial_path, recover_partial, render
 
 
 class JudgeConfig(BaseModel):
@@ -127,7 +127,7 @@ def run_judged_score(src: Path, dst: Path, score_cfg: ScoreConfig, cfg: JudgeCon
     agreement: list[tuple[float, float]] = []
     todo = (r for r in read_records(src, skip_invalid, summary, None) if r.id not in done)
     with partial.open("ab") as out:
-        for chunk in _chunks(todo, cfg.chunk_size):
+        for chunk in chunks(todo, cfg.chunk_size):
             for record in chunk:
                 score_record(record, score_cfg)
             judge_chunk(chunk, backend, cfg, counts, rescore=score_cfg.rescore)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .backends import Completion, Request, SamplingSpec, pick_backend
 from .models import DEFAULT_MODEL, resolve_model
 from .records import Document, InputError, iter_jsonl
+
+T = TypeVar("T")
 
 
 class SampleConfig(BaseModel):
@@ -226,10 +228,11 @@ def _todo(docs_path: Path, cfg: SampleConfig, done: set[str], skip_invalid: bool
             yield doc
 
 
-def _chunks(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    chunk: list[Document] = []
-    for doc in docs:
-        chunk.append(doc)
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of ``size`` items (the last one shorter); sampling and judging both work a chunk at a time."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -244,7 +247,7 @@ def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, don
     partial = partial_path(output)
     partial.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("ab") as out:
-        for chunk in _chunks(_todo(docs_path, cfg, done, skip_invalid), cfg.chunk_size):
+        for chunk in chunks(_todo(docs_path, cfg, done, skip_invalid), cfg.chunk_size):
             _sample_chunk(chunk, cfg, backend, out, summary)
             if on_chunk is not None:
                 on_chunk(len(chunk), summary.candidates, summary.tokens)
