@@ -66,7 +66,7 @@ def score(
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
     """Judge every candidate for repetition loops and, given a reference, its fidelity (CER, …)."""
-    from .mining import ScoreConfig, run_score
+    from .scoring import ScoreConfig, run_score
     from .ui import reading
 
     with user_errors():
@@ -80,8 +80,8 @@ def score(
                 summary = run_score(input, output, cfg, skip_invalid=skip_invalid, progress=digest)
             _finish("score", output, cfg, digest, summary)
             return
-        from .judge import load_rubric
         from .judging import JudgeConfig, make_judge_backend, run_judged_score
+        from .rubric import load_rubric
         from .ui import judging_progress
 
         flags = {"model": ("--judge", judge), "backend": ("--judge-backend", judge_backend),
@@ -124,7 +124,7 @@ def pair(
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
     """Turn scored candidates into TRL-compatible preference pairs (degenerate ones rejected)."""
-    from .mining import PairRunConfig, run_pair
+    from .scoring import PairRunConfig, run_pair
     from .ui import reading
 
     with user_errors():
@@ -329,9 +329,9 @@ def eval_(
 ) -> None:
     """Degeneration rate (95 % CI) and fidelity of models before/after training, on the same documents."""
     from .evaluate import run_eval
-    from .mining import ScoreConfig
     from .records import write_json
     from .runinfo import write_meta
+    from .scoring import ScoreConfig
     from .ui import show_eval
 
     with user_errors():

@@ -335,7 +335,7 @@ def detect(
     verdict, kind, why, loop = "clean", None, "no repetition signal", None
     token_loop = is_loop(sig.tail_tokens, cfg, cut_off, min_span=max(4, cfg.min_span_chars // 4))
     near = sig.rep_tail >= cfg.rep_degenerate and sig.tail_cr >= cfg.tail_cr_degenerate
-    near_strong = sig.rep_tail >= cfg.rep_stopped and sig.tail_cr >= cfg.tail_cr_stopped
+    near_repeat_stopped = sig.rep_tail >= cfg.rep_stopped and sig.tail_cr >= cfg.tail_cr_stopped
     if is_loop(sig.tail, cfg, cut_off):
         verdict, kind, loop = "degenerate", "tail_loop", sig.tail
         why = _loop_why("tail loop", sig.tail, n)
@@ -346,8 +346,8 @@ def detect(
     elif is_loop(sig.tail_norm, cfg, cut_off):
         verdict, kind, loop = ("degenerate" if cut_off else "suspect"), "counter_loop", sig.tail_norm
         why = _loop_why("loop up to numbers/spacing", sig.tail_norm, n)
-    elif near or near_strong:
-        verdict, kind = ("degenerate" if cut_off or near_strong else "suspect"), "near_repeat"
+    elif near or near_repeat_stopped:
+        verdict, kind = ("degenerate" if cut_off or near_repeat_stopped else "suspect"), "near_repeat"
         why = (f"near-repeats: rep-{cfg.ngram} {sig.rep_tail:.2f} over the last words, "
                f"tail compresses {sig.tail_cr:.1f}×")
     elif cut_off and sig.cr_ref and sig.cr >= cfg.ref_cr_degenerate * sig.cr_ref:

@@ -131,7 +131,7 @@ def sample_command(docs: Path, model: str, output: Path, sample_flags: list[str]
 def run_eval(docs: Path | None, models: list[str], candidates: list[Path], out_dir: Path,
              sample_flags: list[str], score_cfg) -> dict[str, Any]:
     """Sample (for models) and score every input, then aggregate; returns what eval.json holds."""
-    from .mining import run_score
+    from .scoring import run_score
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sources: list[tuple[str, Path]] = []

@@ -18,10 +18,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Request, SamplingSpec
-from .judge import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
-from .mining import ScoreConfig, Summary, count_record, read_records, score_record
 from .records import CandidateRecord, Document, InputError
+from .rubric import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
 from .sample import SampleConfig, chunks, derive_seed, make_backend, partial_path, recover_partial, render
+from .scoring import ScoreConfig, Summary, count_record, read_records, score_record
 
 
 class JudgeConfig(BaseModel):

@@ -40,8 +40,8 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _add_file(runs: Runs, path: Path) -> None:
-    from .mining import ScoreConfig, score_record
     from .records import CandidateRecord
+    from .scoring import ScoreConfig, score_record
 
     label = path.parent.name if path.name in {"eval.json", "metrics.jsonl"} else path.stem
     if path.suffix == ".json":

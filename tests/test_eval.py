@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from dpominer.cli import app
 from dpominer.evaluate import compare, evaluate_file, relative, wilson
-from dpominer.mining import ScoreConfig, run_score
+from dpominer.scoring import ScoreConfig, run_score
 
 runner = CliRunner()
 

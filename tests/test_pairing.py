@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from conftest import LOOP, PASSAGE, candidate_record
 
-from dpominer.mining import ScoreConfig, score_record
 from dpominer.pairing import PairConfig, make_pairs
 from dpominer.records import CandidateRecord
+from dpominer.scoring import ScoreConfig, score_record
 
 NEAR = PASSAGE.replace("bytes", "bites", 1)
 WORSE = PASSAGE[: len(PASSAGE) // 2]  # clean but half missing: CER ≈ 0.5

@@ -11,7 +11,7 @@ from conftest import read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from dpominer.cli import app
-from dpominer.judge import DEFAULT_RUBRIC, messages, parse
+from dpominer.rubric import DEFAULT_RUBRIC, messages, parse
 
 pytestmark = pytest.mark.real
 EXAMPLES = Path(__file__).parents[1] / "examples"

@@ -16,8 +16,8 @@ from conftest import read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from dpominer.cli import app
-from dpominer.mining import PairRunConfig, run_pair
 from dpominer.models import resolve_model
+from dpominer.scoring import PairRunConfig, run_pair
 
 pytestmark = pytest.mark.real
 EXAMPLES = Path(__file__).parents[1] / "examples"

@@ -17,7 +17,7 @@ from conftest import read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from dpominer.cli import app
-from dpominer.train.logps import CompletionLogps, _HeadLogProb, _tree_inputs
+from dpominer.train.logps import CompletionLogps, _HeadLogProb, _packed_inputs
 from dpominer.train.loss import sequence_logps
 
 PASSAGES = Path(__file__).parents[1] / "bench" / "data" / "passages.jsonl"
@@ -116,24 +116,24 @@ def test_pairs_sharing_a_prompt_run_as_one_sequence_with_the_same_log_probs(tiny
 
     shared = CompletionLogps(model)
     calls = []
-    monkeypatch.setattr(logps, "_tree_inputs", lambda *a: calls.append(a) or _tree_inputs(*a))
-    tree, tree_grads = _grads_of(shared, model, batch)
+    monkeypatch.setattr(logps, "_packed_inputs", lambda *a: calls.append(a) or _packed_inputs(*a))
+    packed, packed_grads = _grads_of(shared, model, batch)
     assert len(calls) == 3 and shared.share_prompts  # the first pair's check, then one call per pair
     one_per_row = CompletionLogps(model)
     one_per_row.share_prompts = False
     rows, row_grads = _grads_of(one_per_row, model, batch)
-    torch.testing.assert_close(tree, rows, rtol=0, atol=1e-4)
-    torch.testing.assert_close(tree, full.detach(), rtol=0, atol=1e-4)
-    for a, b in zip(tree_grads, row_grads, strict=True):
+    torch.testing.assert_close(packed, rows, rtol=0, atol=1e-4)
+    torch.testing.assert_close(packed, full.detach(), rtol=0, atol=1e-4)
+    for a, b in zip(packed_grads, row_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
     # a model that ignored the mask (here: a mask that lets the rejected part see the chosen one) is caught
     # by the first pair's check, and the run goes on a call per row with the right numbers
     def leaky(chosen, rejected, p):
-        ids_, positions, allowed = _tree_inputs(chosen, rejected, p)
+        ids_, positions, allowed = _packed_inputs(chosen, rejected, p)
         return ids_, positions, torch.ones_like(allowed).tril_()
 
-    monkeypatch.setattr(logps, "_tree_inputs", leaky)
+    monkeypatch.setattr(logps, "_packed_inputs", leaky)
     checked = CompletionLogps(model)
     sums, _ = checked(**batch)
     assert not checked.share_prompts

@@ -16,7 +16,7 @@ from torch import nn
 from .loss import sequence_logps
 
 CHUNK_ROWS = 512
-MAX_TREE_TOKENS = 8192  # a pair's (N, N) mask stays ≤ 64 MB
+MAX_PACKED_TOKENS = 8192  # a pair's (N, N) mask stays ≤ 64 MB
 
 
 class _HeadLogProb(torch.autograd.Function):
@@ -77,7 +77,7 @@ def _shared_prompts(input_ids: torch.Tensor, labels: torch.Tensor, lengths: list
     prompts = []
     for i in range(half):
         p, j = starts[i], i + half
-        if p < 1 or starts[j] != p or lengths[i] + lengths[j] - p > MAX_TREE_TOKENS:
+        if p < 1 or starts[j] != p or lengths[i] + lengths[j] - p > MAX_PACKED_TOKENS:
             return None
         if not torch.equal(input_ids[i, :p], input_ids[j, :p]):
             return None
@@ -85,7 +85,7 @@ def _shared_prompts(input_ids: torch.Tensor, labels: torch.Tensor, lengths: list
     return prompts
 
 
-def _tree_inputs(chosen: torch.Tensor, rejected: torch.Tensor, p: int):
+def _packed_inputs(chosen: torch.Tensor, rejected: torch.Tensor, p: int):
     """One sequence ``prompt | chosen | rejected`` whose rejected part sees the prompt but not the chosen
     part, with positions restarting after the prompt: (ids (1, N), position_ids (1, N), mask (1, 1, N, N))."""
     c, r = len(chosen) - p, len(rejected) - p
@@ -97,7 +97,7 @@ def _tree_inputs(chosen: torch.Tensor, rejected: torch.Tensor, p: int):
     return ids, positions, allowed[None, None]
 
 
-def _tree_capable(config) -> bool:
+def _packing_supported(config) -> bool:
     """A custom 4-D boolean mask means what it says only under SDPA, and would drop a sliding window."""
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     sliding = getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True)
@@ -123,10 +123,10 @@ class CompletionLogps(nn.Module):
         self.model = model
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft → the CausalLM
         head = inner.get_output_embeddings()
-        self._fast = _has_plain_head(inner.config) and getattr(head, "bias", None) is None
+        self._head_on_completions_only = _has_plain_head(inner.config) and getattr(head, "bias", None) is None
         self._inner = [inner]  # a list, so the module is not registered twice
         self.padding_free = padding_free  # None: on a CPU
-        self.share_prompts: bool | None = None if _tree_capable(inner.config) else False  # None: check first
+        self.share_prompts: bool | None = None if _packing_supported(inner.config) else False  # None: check first
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +134,7 @@ class CompletionLogps(nn.Module):
         target = labels[:, 1:]  # token t is predicted at position t−1
         mask = target != -100  # (B, T-1)
         counts = mask.sum(-1)  # (B,)
-        if not self._fast:
+        if not self._head_on_completions_only:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
             return sequence_logps(logits, labels), counts
         inner = self._inner[0]
@@ -163,33 +163,34 @@ class CompletionLogps(nn.Module):
             return None
         half = len(prompts)
         if self.share_prompts is None:
-            self.share_prompts = _tree_matches_rows(backbone, input_ids[0, :lengths[0]],
+            self.share_prompts = _packed_matches_rows(backbone, input_ids[0, :lengths[0]],
                                                     input_ids[half, :lengths[half]], prompts[0])
             if not self.share_prompts:
                 return None
-        pairs = [_tree_forward(backbone, input_ids[i, :lengths[i]], input_ids[i + half, :lengths[i + half]], p)
+        pairs = [_packed_forward(backbone, input_ids[i, :lengths[i]], input_ids[i + half, :lengths[i + half]], p)
                  for i, p in enumerate(prompts)]
         return [chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs]  # the batch's row order
 
 
-def _tree_forward(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _packed_forward(backbone, chosen: torch.Tensor, rejected: torch.Tensor,
+                    p: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states of the chosen row (len(chosen), H) and the rejected row (len(rejected), H), one call."""
-    ids, positions, allowed = _tree_inputs(chosen, rejected, p)
+    ids, positions, allowed = _packed_inputs(chosen, rejected, p)
     h = backbone(input_ids=ids, position_ids=positions, attention_mask=allowed, use_cache=False).last_hidden_state[0]
     return h[:len(chosen)], torch.cat([h[:p], h[len(chosen):]])
 
 
-def _tree_matches_rows(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> bool:
+def _packed_matches_rows(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> bool:
     """Once per run: does this architecture take the custom mask and positions and honour them? If not, a
     call per row. On SmolLM2 a mask letting the rejected part see the chosen one moves the hidden states by
     17–21 % (relative norm); bf16 autocast alone by < 1 %, fp32 rounding by < 1e-6."""
     tolerance = 3e-2 if torch.is_autocast_enabled(chosen.device.type) else 1e-3
     with torch.no_grad():
         try:
-            tree = _tree_forward(backbone, chosen, rejected, p)
+            packed = _packed_forward(backbone, chosen, rejected, p)
         except (TypeError, ValueError, RuntimeError):
             return False
-        for ids, shared in zip((chosen, rejected), tree, strict=True):
+        for ids, shared in zip((chosen, rejected), packed, strict=True):
             alone = backbone(input_ids=ids[None], use_cache=False).last_hidden_state[0].float()
             if (shared.float() - alone).norm() > tolerance * alone.norm():
                 return False

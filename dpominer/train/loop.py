@@ -185,7 +185,7 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
 
     # --- policy, and the reference
     autocast = autocast_for(cfg, world.device)
-    policy, logps_fn, ddp_fn = build_policy(cfg, model_dir, world, resume_from=last if resume else None)
+    policy, logps_fn, train_logps_fn = build_policy(cfg, model_dir, world, resume_from=last if resume else None)
     ref_values = None
     if cfg.ref == "precompute":
         path = reference.cache_path(reference.model_fingerprint(model_dir), digest, str(autocast_dtype(autocast)))
@@ -249,9 +249,9 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
                                                                    tokenizer.pad_token_id).items()}
                 tokens += int(batch["attention_mask"].sum())
                 sync = micro == cfg.grad_accum - 1
-                with (nullcontext() if sync or not world.distributed else ddp_fn.no_sync()):
+                with (nullcontext() if sync or not world.distributed else train_logps_fn.no_sync()):
                     with autocast or nullcontext():
-                        sums, counts = ddp_fn(**batch)  # (2B,)
+                        sums, counts = train_logps_fn(**batch)  # (2B,)
                         if live_ref is not None:
                             ref_sums = torch.stack(live_ref(**batch)[0].float().detach().split(len(idx)), 1)
                         else:

@@ -113,7 +113,7 @@ def read_records(path: Path, skip_invalid: bool, summary: Summary, progress: Pro
                       on_line=progress, check=check)
 
 
-class _OneForm:
+class _SamePromptForm:
     """TRL reads a pairs file in one form: reject a record whose prompt form differs from the first."""
 
     def __init__(self) -> None:
@@ -142,7 +142,7 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
              progress: Progress | None = None) -> Summary:
     summary = Summary()
     with atomic_output(dst) as out:
-        for record in read_records(src, skip_invalid, summary, progress, check=_OneForm()):
+        for record in read_records(src, skip_invalid, summary, progress, check=_SamePromptForm()):
             score_record(record, cfg.score)
             count_record(summary, record)
             outcome = make_pairs(record, cfg.policy)
