@@ -199,14 +199,15 @@ def sample(
                  "threads": ("--threads", threads), "trust_remote_code": ("--trust-remote-code", trust_remote_code),
                  "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency)}
         cfg = build_config(SampleConfig, config, flags)
-        done, left = pending(docs, output, cfg, resume=resume, skip_invalid=skip_invalid)
+        digest = InputDigest(docs)  # fed while the documents are checked, before the model loads
+        done, left = pending(docs, output, cfg, resume=resume, skip_invalid=skip_invalid, on_line=digest)
         engine = make_backend(cfg)
         start = time.perf_counter()
         with sampling_progress(left) as on_chunk:
             summary = run_sample(docs, output, cfg, engine, done=done, skip_invalid=skip_invalid, on_chunk=on_chunk)
         summary.seconds = round(time.perf_counter() - start, 2)
         numbers = summary.as_dict()
-        meta = write_meta(output, "sample", cfg, [InputDigest(docs)], numbers, {"engine": engine.describe()})
+        meta = write_meta(output, "sample", cfg, [digest], numbers, {"engine": engine.describe()})
         show_sample_summary(numbers, output, meta)
 
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .records import InputError
+from .records import InputError, first_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,17 +23,33 @@ else:  # pragma: no cover
 C = TypeVar("C", bound=BaseModel)
 
 
-def load_file(path: Path) -> dict[str, Any]:
+def load_file(path: Path, what: str = "config", label: str | None = None) -> dict[str, Any]:
+    """A settings table from TOML, JSON (``.json``) or YAML (``.yaml``/``.yml``, needs pyyaml).
+
+    Errors read ``LABEL: cannot read WHAT: …`` / ``LABEL: invalid WHAT: …``; LABEL defaults to the path.
+    """
+    label = label or str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+        raise InputError(f"{label}: cannot read {what}: {exc.strerror or exc}") from None
     try:
-        data = orjson.loads(raw) if path.suffix == ".json" else tomllib.loads(raw.decode("utf-8"))
-    except (orjson.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: invalid config: {exc}") from None
+        if path.suffix in {".yaml", ".yml"}:
+            try:
+                import yaml  # optional: only for YAML files
+            except ImportError:
+                raise InputError(f"{label}: YAML needs pyyaml (pip install pyyaml), or write it as TOML") from None
+            data = yaml.safe_load(raw)
+        elif path.suffix == ".json":
+            data = orjson.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except InputError:
+        raise
+    except (ValueError, tomllib.TOMLDecodeError) as exc:  # JSON, TOML, UTF-8 and YAML errors are ValueErrors
+        raise InputError(f"{label}: invalid {what}: {exc}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{path}: a config file holds a table of settings")
+        raise InputError(f"{label}: a {what} file holds a table of settings")
     return data
 
 
@@ -53,9 +69,7 @@ def build_config(model: type[C], file: Path | None, flags: dict[str, tuple[str, 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        dotted = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
+        dotted, message = first_error(exc)
         flag = flags.get(dotted, (None, None))
         if flag[0] is not None and flag[1] is not None:
             raise InputError(f"{flag[0]}: {message} (got {flag[1]!r})") from None

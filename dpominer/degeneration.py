@@ -31,7 +31,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .records import Degeneration
+from .records import CUT_OFF, Degeneration
 
 
 class DetectorConfig(BaseModel):
@@ -329,7 +329,7 @@ def detect(
 ) -> Degeneration:
     """Judge one candidate: ``degenerate`` | ``suspect`` | ``clean``, with signals and why."""
     cfg = cfg or DEFAULT_DETECTOR
-    cut_off = finish_reason in ("length", "repetition")
+    cut_off = finish_reason in CUT_OFF
     sig = compute_signals(text, cfg, token_ids, cut_off, reference)
     n = len(text)
     verdict, kind, why, loop = "clean", None, "no repetition signal", None

@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 FinishReason = Literal["stop", "length", "repetition", "error"]
+CUT_OFF = frozenset({"length", "repetition"})  # never ended on its own (max_tokens, loop stop): no end-of-turn
 
 
 class InputError(Exception):
@@ -122,10 +123,14 @@ class Pair(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
-def _describe(err: ValidationError) -> str:
+def first_error(err: ValidationError) -> tuple[str, str]:
+    """(dotted location, message) of a validation error's first problem: the one line users see."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+    return ".".join(str(p) for p in first["loc"]), first["msg"].removeprefix("Value error, ")
+
+
+def _describe(err: ValidationError) -> str:
+    where, msg = first_error(err)
     return f"{where}: {msg}" if where else msg
 
 

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .records import InputError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .config import load_file
+from .records import InputError, first_error
 
 
 class Criterion(BaseModel):
@@ -62,26 +57,12 @@ DEFAULT_RUBRIC = Rubric(
 
 
 def load_rubric(path: Path) -> Rubric:
+    data = load_file(path, "rubric", label=f"--rubric {path}")
     try:
-        raw = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"--rubric {path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        if path.suffix in {".yaml", ".yml"}:
-            import yaml  # optional: only for YAML rubrics
-
-            data = yaml.safe_load(raw)
-        elif path.suffix == ".json":
-            data = json.loads(raw)
-        else:
-            data = tomllib.loads(raw)
         return Rubric.model_validate(data)
-    except ImportError:
-        raise InputError(f"--rubric {path}: YAML needs pyyaml (pip install pyyaml), or write it as TOML") from None
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
-        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc)
-        raise InputError(f"--rubric {path}: {why}") from None
+    except ValidationError as exc:
+        where, why = first_error(exc)
+        raise InputError(f"--rubric {path}: {where}: {why}") from None
 
 
 def json_schema(rubric: Rubric) -> dict[str, Any]:

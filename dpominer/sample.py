@@ -202,11 +202,13 @@ def _requests(docs: list[Document], cfg: SampleConfig, backend) -> Iterator[Prep
 
 
 def pending(docs_path: Path, output: Path, cfg: SampleConfig, *, resume: bool, skip_invalid: bool,
-            on_skip: Callable[[str], None] | None = None) -> tuple[set[str], int]:
+            on_skip: Callable[[str], None] | None = None,
+            on_line: Callable[[bytes], None] | None = None) -> tuple[set[str], int]:
     """Check the documents and the output state before any model is loaded.
 
     Returns the ids already done (from ``OUT.partial`` on ``--resume``) and how many are left. Bad
-    documents stop the run here, before anything is generated.
+    documents stop the run here, before anything is generated. ``on_line`` sees every raw line of the
+    documents (the input digest of the run record).
     """
     partial = partial_path(output)
     if resume and output.exists() and not partial.exists():
@@ -216,14 +218,15 @@ def pending(docs_path: Path, output: Path, cfg: SampleConfig, *, resume: bool, s
         if not resume:
             raise InputError(f"{partial}: left by an interrupted run; pass --resume to continue it, or delete it")
         done = recover_partial(partial)
-    left = sum(1 for _ in _todo(docs_path, cfg, done, skip_invalid, on_skip))
+    left = sum(1 for _ in _todo(docs_path, cfg, done, skip_invalid, on_skip, on_line))
     return done, left
 
 
 def _todo(docs_path: Path, cfg: SampleConfig, done: set[str], skip_invalid: bool,
-          on_skip: Callable[[str], None] | None = None) -> Iterator[Document]:
+          on_skip: Callable[[str], None] | None = None,
+          on_line: Callable[[bytes], None] | None = None) -> Iterator[Document]:
     """The documents of this shard not done yet, streamed."""
-    for doc in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip):
+    for doc in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip, on_line=on_line):
         if in_shard(doc.id, cfg.shard) and doc.id not in done:
             yield doc
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -48,6 +49,9 @@ def test_sample_writes_one_record_per_document(tiny_model, tmp_path):
     meta = json.loads((out.parent / "c.jsonl.meta.json").read_text())
     assert meta["engine"]["backend"] == "hf" and meta["config"]["sampling"]["n"] == 3 and "torch" in meta["versions"]
     assert meta["summary"]["candidates"] == 12 and not (out.parent / "c.jsonl.partial").exists()
+    # the run record names the documents it read: their size and hash, not those of nothing
+    assert meta["inputs"][0]["bytes"] == docs.stat().st_size
+    assert meta["inputs"][0]["blake2b"] == hashlib.blake2b(docs.read_bytes(), digest_size=16).hexdigest()
 
 
 def test_same_seed_same_texts_other_seed_other_texts(tiny_model, tmp_path):

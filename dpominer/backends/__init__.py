@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FinishReason = Literal["stop", "length", "repetition", "error"]
+from ..records import FinishReason
 
 
 class LoopStop(BaseModel):

@@ -18,9 +18,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..records import Message
-
-CUT_OFF = {"length", "repetition"}  # a completion that never ended on its own: no end-of-turn token
+from ..records import CUT_OFF, Message
 
 
 class PreferenceRecord(BaseModel):

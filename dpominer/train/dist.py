@@ -73,10 +73,3 @@ def gather(world: World, obj: Any) -> list[Any]:
     torch_dist.all_gather_object(out, obj)
     return out
 
-
-def broadcast(world: World, obj: Any) -> Any:
-    if not world.distributed:
-        return obj
-    box = [obj]
-    torch_dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -111,11 +111,11 @@ class CompletionLogps(nn.Module):
     batch is not padded (``padding_free``). A pair's chosen and rejected rows share their prompt, so the
     pair runs as one sequence ``prompt | chosen | rejected`` with a mask that hides the chosen part from
     the rejected one and positions that restart after the prompt: the prompt is computed once, and one
-    backbone call per pair (not two) also halves the per-call cost of the weight gradients — on SmolLM2
-    with 2 cores, 1.35× faster forward and 1.3–1.6× faster forward+backward than a call per row, same
-    numbers to fp32 rounding. The first pair is checked against a call per row; pairs that do not share
-    a prompt, and models without SDPA, with a sliding window or failing the check, run a call per row
-    (no padding mask, so SDPA takes its fused causal kernel). On a GPU the padded batch is the fast way.
+    backbone call per pair (not two) also halves the per-call cost of the weight gradients (timings: README
+    "Speed", ``bench/train_vs_trl.py``); same numbers to fp32 rounding. The first pair is checked against a
+    call per row; pairs that do not share a prompt, and models without SDPA, with a sliding window or
+    failing the check, run a call per row (no padding mask, so SDPA takes its fused causal kernel). On a
+    GPU the padded batch is the fast way.
     """
 
     def __init__(self, model: nn.Module, padding_free: bool | None = None):
@@ -182,8 +182,8 @@ def _packed_forward(backbone, chosen: torch.Tensor, rejected: torch.Tensor,
 
 def _packed_matches_rows(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> bool:
     """Once per run: does this architecture take the custom mask and positions and honour them? If not, a
-    call per row. On SmolLM2 a mask letting the rejected part see the chosen one moves the hidden states by
-    17–21 % (relative norm); bf16 autocast alone by < 1 %, fp32 rounding by < 1e-6."""
+    call per row. The tolerance sits far below what a mask that lets the rejected part see the chosen one
+    does to the hidden states (tested in tests/test_train.py), and above bf16 autocast and fp32 rounding."""
     tolerance = 3e-2 if torch.is_autocast_enabled(chosen.device.type) else 1e-3
     with torch.no_grad():
         try:
