@@ -89,7 +89,8 @@ def parity(args) -> tuple[float, float]:
     from trl import DPOConfig, DPOTrainer
 
     from dpominer.models import resolve_model
-    from dpominer.train.data import PreferenceRecord, collate, tokenize_pair
+    from dpominer.records import Pair
+    from dpominer.train.data import collate, tokenize_pair
     from dpominer.train.logps import CompletionLogps
     from dpominer.train.loss import dpo_loss
 
@@ -110,7 +111,7 @@ def parity(args) -> tuple[float, float]:
     with torch.no_grad():
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(args.batch_size)])
         trl_loss = float(trainer._compute_loss(trainer.model, batch, return_outputs=False))
-        records = [PreferenceRecord.model_validate(json.loads(line)) for line in pairs.open()]
+        records = [Pair.model_validate(json.loads(line)) for line in pairs.open()]
         ours = collate([tokenize_pair(r, tokenizer, loop_copies=4) for r in records], tokenizer.pad_token_id)
         n = len(records)
         pol, _ = CompletionLogps(trainer.model)(**ours)

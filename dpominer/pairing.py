@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import fuzz
 
-from .records import Candidate, CandidateRecord, Pair
+from .records import Candidate, CandidateRecord, Pair, SideScores
 
 
 class PairConfig(BaseModel):
@@ -64,19 +64,6 @@ def _mode(record: CandidateRecord, cfg: PairConfig) -> str:
     if record.reference is not None:
         return "fidelity"
     return "judge" if any(_judge_score(c) is not None for c in record.candidates) else "first_stopped"
-
-
-def _scores(cand: Candidate) -> dict[str, Any]:
-    out: dict[str, Any] = {"verdict": _verdict(cand), "finish_reason": cand.finish_reason}
-    deg = cand.degeneration
-    if deg is not None and deg.verdict != "clean":
-        out.update(kind=deg.kind, severity=deg.severity, start_char=deg.start_char, copies=deg.copies,
-                   unit_len=len(deg.unit) if deg.unit else None)
-    if cand.fidelity:
-        out["fidelity"] = cand.fidelity
-    if _judge_score(cand) is not None:
-        out["judge"] = {"score": _judge_score(cand), "criteria": cand.judge.get("criteria")}  # type: ignore[union-attr]
-    return out
 
 
 def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
@@ -138,11 +125,11 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
         return PairOutcome([], why_no_chosen or "no_chosen")
     if use_reference:
         chosen_text, chosen_cer = record.reference or "", 0.0
-        chosen_scores: dict[str, Any] = {"verdict": "clean", "fidelity": {"cer": 0.0}}
+        chosen_scores = SideScores.of_reference()
     else:
         assert chosen is not None
         chosen_text, chosen_cer = chosen.text, _cer(chosen)
-        chosen_scores = _scores(chosen)
+        chosen_scores = SideScores.of(chosen)
     if not chosen_text.strip():
         return PairOutcome([], "empty_reference")
 
@@ -172,7 +159,7 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
             chosen_index=None if use_reference or chosen is None else chosen.index,
             rejected_index=cand.index,
             chosen_scores=chosen_scores,
-            rejected_scores=_scores(cand),
+            rejected_scores=SideScores.of(cand),
         )
         for cand, reason in picked
     ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 FinishReason = Literal["stop", "length", "repetition", "error"]
 CUT_OFF = frozenset({"length", "repetition"})  # never ended on its own (max_tokens, loop stop): no end-of-turn
@@ -102,20 +102,102 @@ class CandidateRecord(_Prompted):
     candidates: list[Candidate]
 
 
-class Pair(BaseModel):
-    """A TRL-compatible preference pair plus provenance."""
+class SideScores(BaseModel):
+    """What `pair` knew about one side of a pair, and what `train` reads back: the verdict, how the text
+    ended, where a loop starts and how long its unit is (for loop-aware truncation), CER, judge score.
+
+    A field is written only when it was set (``None`` included), so the file keeps the exact keys the
+    writer chose. To carry a new candidate annotation into pairs, declare it here under the candidate's
+    own field name: :meth:`of` copies same-named candidate fields.
+    """
 
     model_config = ConfigDict(extra="allow")
-    prompt: str | list[dict[str, Any]]
-    chosen: str | list[dict[str, Any]]
-    rejected: str | list[dict[str, Any]]
-    id: str
-    reason: str
-    chosen_source: Literal["candidate", "reference"]
+    verdict: Literal["degenerate", "suspect", "clean"] | None = None
+    finish_reason: FinishReason | None = None
+    kind: str | None = None
+    severity: float | None = None
+    start_char: int | None = None  # where the loop starts, in characters of the side's text
+    copies: float | None = None
+    unit_len: int | None = None  # the loop unit's length, in characters
+    fidelity: dict[str, float] | None = None  # cer, wer, similarity, bleu4, composite
+    judge: dict[str, Any] | None = None  # {score, criteria}
+
+    @model_serializer
+    def _only_set(self) -> dict[str, Any]:
+        fields = {k: getattr(self, k) for k in type(self).model_fields if k in self.model_fields_set}
+        return fields | (self.model_extra or {})
+
+    @classmethod
+    def of(cls, cand: Candidate) -> SideScores:
+        deg = cand.degeneration
+        fields: dict[str, Any] = {"verdict": deg.verdict if deg else "clean", "finish_reason": cand.finish_reason}
+        if deg is not None and deg.verdict != "clean":
+            fields |= {"kind": deg.kind, "severity": deg.severity, "start_char": deg.start_char,
+                       "copies": deg.copies, "unit_len": len(deg.unit) if deg.unit else None}
+        if cand.fidelity:
+            fields["fidelity"] = cand.fidelity
+        if cand.judge and cand.judge.get("score") is not None:
+            fields["judge"] = {"score": cand.judge["score"], "criteria": cand.judge.get("criteria")}
+        for name in cls.model_fields.keys() - fields.keys() - _DERIVED:  # same-named candidate fields
+            if getattr(cand, name, None) is not None:
+                fields[name] = getattr(cand, name)
+        return cls(**fields)
+
+    @classmethod
+    def of_reference(cls) -> SideScores:
+        return cls(verdict="clean", fidelity={"cer": 0.0})
+
+    @property
+    def ended(self) -> bool:
+        """The text ended on its own (an end-of-turn token belongs after it); unknown counts as ended."""
+        return self.finish_reason not in CUT_OFF
+
+    @property
+    def cer(self) -> float | None:
+        return self.fidelity.get("cer") if self.fidelity else None
+
+    def loop_end(self, max_copies: int) -> int | None:
+        """Character where the loop's onset plus up to ``max_copies`` copies end; None without a loop."""
+        if self.start_char is None or not self.unit_len:
+            return None
+        return int(self.start_char + min(self.copies or max_copies, max_copies) * self.unit_len)
+
+
+_DERIVED = {"kind", "severity", "start_char", "copies", "unit_len", "judge"}  # SideScores.of computes these
+
+
+class Pair(BaseModel):
+    """One line of a pairs file: TRL's ``prompt``/``chosen``/``rejected`` (all strings, or all message
+    lists) plus dpominer's provenance. `pair` writes every provenance field; `train` reads any TRL
+    preference row, so they are optional here."""
+
+    model_config = ConfigDict(extra="allow")
+    prompt: str | list[Message]
+    chosen: str | list[Message]
+    rejected: str | list[Message]
+    id: str | None = None
+    reason: str | None = None
+    chosen_source: Literal["candidate", "reference"] | None = None
     chosen_index: int | None = None
-    rejected_index: int
-    chosen_scores: dict[str, Any] = Field(default_factory=dict)
-    rejected_scores: dict[str, Any] = Field(default_factory=dict)
+    rejected_index: int | None = None
+    chosen_scores: SideScores = Field(default_factory=SideScores)
+    rejected_scores: SideScores = Field(default_factory=SideScores)
+
+    @model_validator(mode="after")
+    def _same_form(self):
+        forms = {isinstance(v, str) for v in (self.prompt, self.chosen, self.rejected)}
+        if len(forms) > 1:
+            raise ValueError("prompt, chosen and rejected must all be strings or all be message lists")
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise ValueError("'prompt' is an empty message list")
+        return self
+
+    @property
+    def conversational(self) -> bool:
+        return not isinstance(self.prompt, str)
+
+    def scores(self, side: str) -> SideScores:
+        return self.chosen_scores if side == "chosen" else self.rejected_scores
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -102,7 +102,7 @@ def test_pairs_ranked_by_the_judge():
     pairs = make_pairs(record, PairConfig()).pairs  # auto: no reference, judged → by judge
     assert [p.chosen_index for p in pairs] == [0, 0]
     assert [(p.rejected_index, p.reason) for p in pairs] == [(2, "rejected_degenerate"), (1, "rejected_worse_judge")]
-    assert pairs[0].chosen_scores["judge"]["score"] == 0.9
+    assert pairs[0].chosen_scores.judge["score"] == 0.9
     strict = make_pairs(record, PairConfig(min_judge_margin=0.5)).pairs
     assert [p.rejected_index for p in strict] == [2]  # 0.9 − 0.5 < 0.5: not clearly worse
     assert make_pairs(record, PairConfig(score_by="fidelity")).no_pair_reason == "no_reference"

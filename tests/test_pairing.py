@@ -27,8 +27,8 @@ def test_best_clean_candidate_is_chosen_against_the_loop():
     assert (pair.chosen, pair.rejected) == (PASSAGE, LOOP)  # exact copy (CER 0) beats the near one
     assert (pair.reason, pair.chosen_source, pair.chosen_index, pair.rejected_index) == (
         "rejected_degenerate", "candidate", 2, 1)
-    assert pair.rejected_scores["verdict"] == "degenerate" and pair.rejected_scores["start_char"] == 60
-    assert pair.chosen_scores["fidelity"]["cer"] == 0.0 and pair.prompt == "Transcribe: " + PASSAGE
+    assert pair.rejected_scores.verdict == "degenerate" and pair.rejected_scores.start_char == 60
+    assert pair.chosen_scores.cer == 0.0 and pair.prompt == "Transcribe: " + PASSAGE
 
 
 def test_reference_is_chosen_when_no_candidate_is_clean_and_good_enough():
@@ -62,7 +62,7 @@ def test_most_severe_first_near_duplicates_collapse_and_cap():
     texts = [(PASSAGE, "stop"), (OTHER_LOOP, "length"), (LOOP, "length"), (LOOP + " or if", "length"), (WORSE, "stop")]
     record = scored(texts)
     out = pairs(record)
-    severities = [p.rejected_scores["severity"] for p in out.pairs if p.reason == "rejected_degenerate"]
+    severities = [p.rejected_scores.severity for p in out.pairs if p.reason == "rejected_degenerate"]
     assert severities == sorted(severities, reverse=True)
     assert sorted(p.rejected_index for p in out.pairs) == [1, 2, 4]  # 3 is a near-copy of 2
     assert len(pairs(record, dedup_threshold=100).pairs) == 4
@@ -71,9 +71,10 @@ def test_most_severe_first_near_duplicates_collapse_and_cap():
 
 def test_conversational_input_gives_conversational_pairs():
     [pair] = pairs(scored([(PASSAGE, "stop"), (LOOP, "length")], messages=True)).pairs
-    assert pair.prompt == [{"role": "user", "content": "Transcribe: " + PASSAGE}]
-    assert pair.chosen == [{"role": "assistant", "content": PASSAGE}]
-    assert pair.rejected == [{"role": "assistant", "content": LOOP}]
+    pair = pair.model_dump()  # as written to the file
+    assert pair["prompt"] == [{"role": "user", "content": "Transcribe: " + PASSAGE}]
+    assert pair["chosen"] == [{"role": "assistant", "content": PASSAGE}]
+    assert pair["rejected"] == [{"role": "assistant", "content": LOOP}]
 
 
 def test_without_reference_a_clean_candidate_that_stopped_is_chosen():

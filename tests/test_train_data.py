@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dpominer.records import Pair
 from dpominer.train.data import (
     Example,
-    PreferenceRecord,
     Truncation,
     collate,
     in_eval_split,
@@ -26,12 +26,12 @@ def tokenizer(tiny_model):
     return AutoTokenizer.from_pretrained(tiny_model)
 
 
-def chat_pair(rejected_finish="length", start_char=None) -> PreferenceRecord:
+def chat_pair(rejected_finish="length", start_char=None) -> Pair:
     rejected = TEXT[:30] + UNIT * 12
     scores = {"finish_reason": rejected_finish}
     if start_char is not None:
         scores |= {"start_char": start_char, "unit_len": len(UNIT), "copies": 12.0}
-    return PreferenceRecord.model_validate({
+    return Pair.model_validate({
         "id": "d1", "prompt": [{"role": "user", "content": "Copy: " + TEXT}],
         "chosen": [{"role": "assistant", "content": TEXT}], "rejected": [{"role": "assistant", "content": rejected}],
         "chosen_scores": {"finish_reason": "stop"}, "rejected_scores": scores})
@@ -49,14 +49,14 @@ def test_chat_pair_masks_exactly_the_rendered_prompt(tokenizer):
 
 
 def test_string_pairs_get_eos_only_when_the_completion_ended(tokenizer):
-    record = PreferenceRecord.model_validate({
+    record = Pair.model_validate({
         "prompt": "Copy: " + TEXT + "\n", "chosen": TEXT, "rejected": TEXT[:20] + UNIT * 5,
         "rejected_scores": {"finish_reason": "repetition"}})
     ex = tokenize_pair(record, tokenizer, loop_copies=4)
     assert ex.chosen_ids[-1] == tokenizer.eos_token_id
     assert ex.rejected_ids[-1] != tokenizer.eos_token_id
     assert tokenizer.decode(ex.prompt_ids + ex.chosen_ids[:-1]) == "Copy: " + TEXT + "\n" + TEXT
-    plain = PreferenceRecord.model_validate({"prompt": "Copy:\n", "chosen": "a", "rejected": "b"})  # TRL rows
+    plain = Pair.model_validate({"prompt": "Copy:\n", "chosen": "a", "rejected": "b"})  # TRL rows
     assert tokenize_pair(plain, tokenizer, loop_copies=4).rejected_ids[-1] == tokenizer.eos_token_id
 
 
@@ -71,7 +71,7 @@ def test_a_template_that_renders_the_prompt_differently_is_refused(tokenizer):
 
 def test_tokens_merging_across_the_boundary_are_named(tokenizer):
     # "communica|tion": a prompt that ends mid-word merges with the completion's first characters
-    record = PreferenceRecord.model_validate({"prompt": "all communica", "chosen": "tion is in bytes",
+    record = Pair.model_validate({"prompt": "all communica", "chosen": "tion is in bytes",
                                               "rejected": "tion tion tion"})
     with pytest.raises(ValueError, match=r"not a prefix of prompt\+chosen .*--tokenize-separately"):
         tokenize_pair(record, tokenizer, loop_copies=4)

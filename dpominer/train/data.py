@@ -16,34 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..records import CUT_OFF, Message
-
-
-class PreferenceRecord(BaseModel):
-    """A pair from `dpominer pair`, or any TRL preference row: prompt, chosen, rejected (+ anything)."""
-
-    model_config = ConfigDict(extra="allow")
-    prompt: str | list[Message]
-    chosen: str | list[Message]
-    rejected: str | list[Message]
-    id: str | None = None
-    chosen_scores: dict[str, Any] = {}
-    rejected_scores: dict[str, Any] = {}
-
-    @model_validator(mode="after")
-    def _same_form(self):
-        forms = {isinstance(v, str) for v in (self.prompt, self.chosen, self.rejected)}
-        if len(forms) > 1:
-            raise ValueError("prompt, chosen and rejected must all be strings or all be message lists")
-        if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("'prompt' is an empty message list")
-        return self
-
-    @property
-    def conversational(self) -> bool:
-        return not isinstance(self.prompt, str)
+from ..records import Message, Pair
 
 
 @dataclass
@@ -80,14 +54,10 @@ def _first_difference(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-def _ended(scores: dict[str, Any]) -> bool:
-    return scores.get("finish_reason") not in CUT_OFF
-
-
-def _completion_text(tokenizer, record: PreferenceRecord, side: str) -> tuple[str, str, int]:
+def _completion_text(tokenizer, record: Pair, side: str) -> tuple[str, str, int]:
     """(prompt text, completion text, where the side's own text starts inside the completion text)."""
     value = getattr(record, side)
-    ended = _ended(getattr(record, f"{side}_scores"))
+    ended = record.scores(side).ended
     if not record.conversational:
         return record.prompt, value, 0  # type: ignore[return-value]
     prompt_msgs = _messages(record.prompt)
@@ -125,7 +95,7 @@ def _char_to_token(offsets: list[tuple[int, int]] | None, n_tokens: int, char: i
     return n_tokens
 
 
-def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, separate: bool = False) -> Example:
+def tokenize_pair(record: Pair, tokenizer, *, loop_copies: int, separate: bool = False) -> Example:
     """Tokenise both sides; raise ValueError (with the reason) when the prompt boundary does not hold."""
     eos = tokenizer.eos_token_id
     sides: dict[str, list[int]] = {}
@@ -149,16 +119,14 @@ def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, sepa
                 f"{tokenizer.decode(prompt_ids[at:at + 3])!r} alone vs {tokenizer.decode(full_ids[at:at + 3])!r}); "
                 "tokens merge across the boundary — end prompts on a token boundary (a space or newline), or "
                 "pass --tokenize-separately to train on prompt and completion tokenised apart, as they were sampled")
-        if not record.conversational and _ended(getattr(record, f"{side}_scores")) and eos is not None:
+        if not record.conversational and record.scores(side).ended and eos is not None:
             ids = ids + [eos]
         if not ids:
             raise ValueError(f"the {side} completion is empty")
         sides[side] = ids
-        scores = record.rejected_scores
-        if side == "rejected" and scores.get("start_char") is not None and scores.get("unit_len"):
-            copies = min(float(scores.get("copies") or loop_copies), loop_copies)
-            end_char = content_start + int(scores["start_char"] + copies * scores["unit_len"])
-            rejected_keep = _char_to_token(offsets, len(ids), end_char, len(completion))
+        loop_end = record.rejected_scores.loop_end(loop_copies)
+        if side == "rejected" and loop_end is not None:
+            rejected_keep = _char_to_token(offsets, len(ids), content_start + loop_end, len(completion))
     key = record.id or hashlib.blake2b(repr((record.prompt, record.chosen)).encode(), digest_size=8).hexdigest()
     return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep)
 

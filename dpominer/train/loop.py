@@ -18,12 +18,11 @@ from typing import Any
 import orjson
 import torch
 
-from ..records import InputError, iter_jsonl
+from ..records import InputError, Pair, iter_jsonl
 from . import checkpoint, dist, reference
 from .config import TrainConfig
 from .data import (
     Example,
-    PreferenceRecord,
     Truncation,
     collate,
     data_digest,
@@ -66,12 +65,12 @@ class TrainSummary:
 
 def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
                   summary: TrainSummary) -> tuple[list[Example], list[Example]]:
-    def check(record: PreferenceRecord) -> None:
+    def check(record: Pair) -> None:
         examples.append(tokenize_pair(record, tokenizer, loop_copies=cfg.loop_copies,
                                       separate=cfg.tokenize_separately))  # ValueError → "pairs:LINE: why"
 
     examples: list[Example] = []
-    for _ in iter_jsonl(pairs, PreferenceRecord, skip_invalid=skip_invalid, unique_ids=False, check=check):
+    for _ in iter_jsonl(pairs, Pair, skip_invalid=skip_invalid, unique_ids=False, check=check):
         summary.pairs_read += 1
     fitted = [f for f in (truncate(e, cfg.max_length, cfg.max_prompt_length, summary.truncation) for e in examples)
               if f is not None]
