@@ -180,8 +180,9 @@ def sample(
     """Sample n candidates per document with vLLM, transformers, or an OpenAI-compatible server."""
     import time
 
+    from .backends import make_backend
     from .runinfo import InputDigest, write_meta
-    from .sample import SampleConfig, make_backend, pending, run_sample
+    from .sample import SampleConfig, pending, run_sample
     from .ui import sampling_progress, show_sample_summary
 
     with user_errors():

@@ -17,10 +17,10 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from .backends import Request, SamplingSpec
+from .backends import Backend, Request, SamplingSpec, make_backend
 from .records import CandidateRecord, Document, InputError
 from .rubric import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
-from .sample import SampleConfig, chunks, derive_seed, make_backend, partial_path, recover_partial, render
+from .sample import SampleConfig, chunks, derive_seed, partial_path, recover_partial, render
 from .scoring import ScoreConfig, Summary, count_record, read_records, score_record
 
 
@@ -40,7 +40,7 @@ class JudgeConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
 
 
-def make_judge_backend(cfg: JudgeConfig):
+def make_judge_backend(cfg: JudgeConfig) -> Backend:
     return make_backend(SampleConfig(model=cfg.model, backend=cfg.backend, base_url=cfg.base_url, dtype=cfg.dtype,
                                      max_model_len=cfg.max_model_len, threads=cfg.threads,
                                      sampling=SamplingSpec(n=1, seed=cfg.seed)))
@@ -54,9 +54,9 @@ def task_text(record: CandidateRecord) -> str:
     return record.prompt or ""
 
 
-def _request(backend, key: str, msgs: list[dict[str, str]], seed: int, max_tokens: int) -> Request | str:
+def _request(backend: Backend, key: str, msgs: list[dict[str, str]], seed: int, max_tokens: int) -> Request | str:
     """A backend request for one judge prompt, or why there is none (too long for the judge)."""
-    tokenizer = getattr(backend, "tokenizer", None)
+    tokenizer = backend.tokenizer
     if tokenizer is None:  # a server applies its own chat template
         return Request(key, "", None, msgs, [seed], max_tokens)
     text, ids, _ = render(Document(id=key, messages=msgs), tokenizer, True)
@@ -66,7 +66,7 @@ def _request(backend, key: str, msgs: list[dict[str, str]], seed: int, max_token
     return Request(key, text, ids, msgs, [seed], min(max_tokens, context - len(ids)) if context else max_tokens)
 
 
-def judge_chunk(chunk: list[CandidateRecord], backend, cfg: JudgeConfig, counts: Counter,
+def judge_chunk(chunk: list[CandidateRecord], backend: Backend, cfg: JudgeConfig, counts: Counter,
                 rescore: bool = False) -> None:
     """Give every non-degenerate candidate of the chunk a ``judge`` dict (a judgement or an error)."""
     todo: list[tuple[CandidateRecord, Any, str | None]] = []  # (record, candidate, why the last try failed)
@@ -113,7 +113,7 @@ def judge_chunk(chunk: list[CandidateRecord], backend, cfg: JudgeConfig, counts:
         counts["errors"] += 1
 
 
-def run_judged_score(src: Path, dst: Path, score_cfg: ScoreConfig, cfg: JudgeConfig, backend, *,
+def run_judged_score(src: Path, dst: Path, score_cfg: ScoreConfig, cfg: JudgeConfig, backend: Backend, *,
                      resume: bool = False, skip_invalid: bool = False,
                      on_chunk: Callable[[int], None] | None = None) -> Summary:
     partial = partial_path(dst)

@@ -112,7 +112,7 @@ def _completion(text: str, conversational: bool) -> str | list[dict[str, Any]]:
 def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     """Pairs for one scored candidate record (see the module docstring for the policy)."""
     if not record.candidates:
-        return PairOutcome([], "sample_error" if getattr(record, "error", None) else "no_candidates")
+        return PairOutcome([], "sample_error" if record.error else "no_candidates")
     chosen: Candidate | None = None
     why_no_chosen = None
     mode = _mode(record, cfg)
@@ -160,6 +160,9 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
             rejected_index=cand.index,
             chosen_scores=chosen_scores,
             rejected_scores=SideScores.of(cand),
+            rendered_prompt=record.rendered_prompt,
+            chosen_token_ids=None if use_reference or chosen is None else chosen.token_ids,
+            rejected_token_ids=cand.token_ids,
         )
         for cand, reason in picked
     ]

@@ -100,6 +100,12 @@ class CandidateRecord(_Prompted):
     model: str | None = None
     sampling: dict[str, Any] = Field(default_factory=dict)
     candidates: list[Candidate]
+    # written by `sample` in this order, after the fields above
+    backend: str | None = None
+    prompt_tokens: int | None = None
+    rendered_prompt: str | None = None  # the prompt as the model saw it, where a chat template made it
+    max_tokens: int | None = None  # capped by the model's context
+    error: str | None = None  # why the document has no candidates
 
 
 class SideScores(BaseModel):
@@ -182,6 +188,10 @@ class Pair(BaseModel):
     rejected_index: int | None = None
     chosen_scores: SideScores = Field(default_factory=SideScores)
     rejected_scores: SideScores = Field(default_factory=SideScores)
+    # what was sampled, so training uses exactly those tokens (absent: train tokenises the text)
+    rendered_prompt: str | None = None
+    chosen_token_ids: list[int] | None = None
+    rejected_token_ids: list[int] | None = None
 
     @model_validator(mode="after")
     def _same_form(self):

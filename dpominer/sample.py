@@ -19,8 +19,8 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .backends import Completion, Request, SamplingSpec, pick_backend
-from .models import DEFAULT_MODEL, resolve_model
+from .backends import Backend, Completion, Request, SamplingSpec
+from .models import DEFAULT_MODEL
 from .records import Document, InputError, iter_jsonl
 
 T = TypeVar("T")
@@ -163,30 +163,10 @@ def _record(doc: Document, cfg: SampleConfig, backend_name: str, request: Reques
     return record
 
 
-def make_backend(cfg: SampleConfig):
-    name = pick_backend(cfg.backend)
-    if name == "openai":
-        from .backends.openai import OpenAIBackend
-
-        if not cfg.base_url:
-            raise InputError("--base-url: needed with --backend openai (e.g. http://127.0.0.1:8000/v1)")
-        return OpenAIBackend(cfg.model, base_url=cfg.base_url, concurrency=cfg.concurrency)
-    path = resolve_model(cfg.model)
-    if name == "vllm":
-        from .backends.vllm import VLLMBackend
-
-        return VLLMBackend(path, dtype=cfg.dtype, max_model_len=cfg.max_model_len, seed=cfg.sampling.seed,
-                           tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
-                           gpu_memory_utilization=cfg.gpu_memory_utilization)
-    from .backends.hf import HFBackend
-
-    return HFBackend(path, dtype=cfg.dtype, threads=cfg.threads, trust_remote_code=cfg.trust_remote_code)
-
-
 Prepared = tuple[Document, Request | None, str | None]  # a request, or why the document has none
 
 
-def _requests(docs: list[Document], cfg: SampleConfig, backend) -> Iterator[Prepared]:
+def _requests(docs: list[Document], cfg: SampleConfig, backend: Backend) -> Iterator[Prepared]:
     context = backend.max_context()
     spec = cfg.sampling
     for doc in docs:
@@ -243,7 +223,7 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, done: set[str] = frozenset(),
+def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend: Backend, *, done: set[str] = frozenset(),
                skip_invalid: bool = False, on_chunk: Callable[[int, int, int], None] | None = None) -> SampleSummary:
     """Sample every document of ``docs_path`` in this shard and not in ``done`` into ``output``."""
     summary = SampleSummary(resumed=len(done))
@@ -258,7 +238,7 @@ def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, don
     return summary
 
 
-def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend, out, summary: SampleSummary) -> None:
+def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend: Backend, out, summary: SampleSummary) -> None:
     prepared = list(_requests(chunk, cfg, backend))
     requests = [request for _, request, _ in prepared if request is not None]
     results = iter(backend.generate(requests, cfg.sampling) if requests else [])

@@ -140,7 +140,8 @@ def training_progress(show: bool = True):
             if kind == "data" and show:
                 cut = data["truncation"]
                 err_console.print(f"pairs: {data['train_pairs']} train, {data['eval_pairs']} eval "
-                                  f"({data['pairs_read']} read; dropped {cut['dropped'] or 'none'})", highlight=False)
+                                  f"({data['pairs_read']} read; dropped {cut['dropped'] or 'none'}); "
+                                  f"{_token_sources(data)}", highlight=False)
             elif kind == "ref_start":
                 tasks["ref"] = progress.add_task("reference log-probs", total=data["pairs"], info="pairs")
             elif kind == "ref_batch":
@@ -155,6 +156,12 @@ def training_progress(show: bool = True):
         yield on_event
 
 
+def _token_sources(summary: dict) -> str:
+    why = summary["sides_tokenized"]
+    reasons = f" ({', '.join(f'{k}: {v}' for k, v in why.items())})" if why else ""
+    return f"{summary['sides_sampled']} sides as sampled, {sum(why.values())} tokenised{reasons}"
+
+
 def show_train_summary(summary: dict, output: Path, meta: Path) -> None:
     final = summary["final"]
     rows = [("pairs trained on", str(summary["train_pairs"])), ("pairs held out", str(summary["eval_pairs"])),
@@ -167,6 +174,7 @@ def show_train_summary(summary: dict, output: Path, meta: Path) -> None:
             rows.append((key.replace("_", " "), str(cut[key])))
     for reason, n in cut["dropped"].items():
         rows.append((f"dropped: {reason}", f"[yellow]{n}[/]"))
+    rows.append(("completion tokens", _token_sources(summary)))
     if summary["ref_cache"]:
         rows.append(("reference log-probs", "cache hit" if summary["ref_cache_hit"] else "computed, cached"))
     for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):

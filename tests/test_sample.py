@@ -168,3 +168,51 @@ def test_bad_flags_name_the_flag(tiny_model, tmp_path):
         result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), *flags])
         assert result.exit_code == 1 and message in result.output, result.output
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_pairs_from_sampled_candidates_train_on_the_sampled_tokens(tiny_model, tmp_path):
+    """sample → pair → train's tokenisation: a pair carries the rendered prompt and the candidates' token
+    ids, and training uses exactly those ids, behind exactly the prompt ids the model was given."""
+    from transformers import AutoTokenizer
+
+    from dpominer.records import Pair, iter_jsonl
+    from dpominer.scoring import PairRunConfig, run_pair
+    from dpominer.train.data import tokenize_pair
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(4, messages_every=1))
+    sample(docs, "-o", tmp_path / "c.jsonl", "--model", tiny_model, *FAST)
+    run_pair(tmp_path / "c.jsonl", tmp_path / "pairs.jsonl", PairRunConfig())
+    records = by_id(tmp_path / "c.jsonl")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    pairs = list(iter_jsonl(tmp_path / "pairs.jsonl", Pair, unique_ids=False))
+    assert pairs and all(p.conversational for p in pairs)
+    for pair in pairs:
+        record = records[pair.id]
+        sampled = record["candidates"][pair.rejected_index]
+        ex = tokenize_pair(pair, tokenizer, loop_copies=4)
+        assert ex.sources["rejected"] == "sampled" and pair.rendered_prompt == record["rendered_prompt"]
+        assert ex.rejected_ids[:len(sampled["token_ids"])] == sampled["token_ids"]
+        assert len(ex.prompt_ids) == record["prompt_tokens"]
+
+
+def test_every_registered_backend_is_a_backend(tiny_model):
+    from dpominer.backends import BACKENDS, Backend, make_backend
+    from dpominer.backends.openai import OpenAIBackend
+    from dpominer.sample import SampleConfig
+
+    assert set(BACKENDS) == {"vllm", "hf", "openai"}
+    hf = make_backend(SampleConfig(model=str(tiny_model), backend="hf", threads=1))
+    assert isinstance(hf, Backend) and hf.name == "hf" and hf.tokenizer is not None
+    server = make_backend(SampleConfig(model="served", backend="openai", base_url="http://127.0.0.1:9"))
+    assert isinstance(server, OpenAIBackend) and isinstance(server, Backend) and server.tokenizer is None
+
+    class NoTokenizer:  # what the protocol asks for is checked, not assumed
+        name = "x"
+
+        def generate(self, requests, spec): ...
+
+        def max_context(self): ...
+
+        def describe(self): ...
+
+    assert not isinstance(NoTokenizer(), Backend)

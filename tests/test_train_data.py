@@ -144,3 +144,64 @@ def test_eval_split_keeps_a_documents_pairs_together():
     assert 150 < len(held) < 250
     assert all(in_eval_split(k, 0.1) for k in held)
     assert not any(in_eval_split(k, 0.0) for k in keys)
+
+
+# --- sampled token ids (issue 13.2): train on what was sampled, fall back to tokenising
+
+
+def sampled_pair(tokenizer, rejected_ids, chosen_ids=None, rendered=None, finish="length", loop=None) -> Pair:
+    prompt = [{"role": "user", "content": "Copy: " + TEXT}]
+    rendered = rendered if rendered is not None else tokenizer.apply_chat_template(
+        prompt, tokenize=False, add_generation_prompt=True)
+    rejected = tokenizer.decode(rejected_ids, skip_special_tokens=True)
+    return Pair.model_validate({
+        "id": "d1", "prompt": prompt, "chosen": [{"role": "assistant", "content": TEXT}],
+        "rejected": [{"role": "assistant", "content": rejected}], "rendered_prompt": rendered,
+        "chosen_scores": {"finish_reason": "stop"}, "rejected_scores": {"finish_reason": finish, **(loop or {})},
+        "rejected_token_ids": rejected_ids, "chosen_token_ids": chosen_ids})
+
+
+def char_by_char(tokenizer, text: str) -> list[int]:
+    """Ids that decode to ``text`` but are not how the tokenizer would split it (one token per character)."""
+    return [i for ch in text for i in tokenizer(ch, add_special_tokens=False)["input_ids"]]
+
+
+def test_sampled_token_ids_are_trained_on_as_they_are(tokenizer):
+    text = TEXT[:30] + UNIT * 6
+    ids = char_by_char(tokenizer, text)
+    assert ids != tokenizer(text, add_special_tokens=False)["input_ids"]  # re-tokenising would change them
+    record = sampled_pair(tokenizer, ids)
+    ex = tokenize_pair(record, tokenizer, loop_copies=4)
+    assert ex.rejected_ids == ids  # cut off: no end of turn, and exactly the sampled tokens
+    assert ex.prompt_ids == tokenizer(record.rendered_prompt, add_special_tokens=False)["input_ids"]
+    assert ex.sources == {"chosen": "not_in_pair", "rejected": "sampled"}
+    assert tokenizer.decode(ex.chosen_ids) == TEXT + "<|im_end|>\n"  # the reference side: tokenised as before
+
+
+def test_a_sampled_side_that_ended_gets_the_templates_end_of_turn(tokenizer):
+    chosen_ids = char_by_char(tokenizer, TEXT)
+    ex = tokenize_pair(sampled_pair(tokenizer, char_by_char(tokenizer, TEXT[:40]), chosen_ids=chosen_ids),
+                       tokenizer, loop_copies=4)
+    assert ex.chosen_ids[:len(chosen_ids)] == chosen_ids and ex.sources["chosen"] == "sampled"
+    assert tokenizer.decode(ex.chosen_ids[len(chosen_ids):]) == "<|im_end|>\n"  # as the tokenised side ends
+
+
+def test_sampled_ids_that_do_not_fit_fall_back_to_tokenising(tokenizer):
+    ids = char_by_char(tokenizer, TEXT[:30] + UNIT * 6)
+    tokenised = tokenize_pair(sampled_pair(tokenizer, ids), tokenizer, loop_copies=4).rejected_ids
+    record = sampled_pair(tokenizer, ids)
+    record.rejected_token_ids = ids[:-3]  # no longer the side's text (another tokenizer would do the same)
+    ex = tokenize_pair(record, tokenizer, loop_copies=4)
+    assert ex.sources["rejected"] == "token_ids_do_not_decode_to_text"
+    assert ex.rejected_ids == tokenizer(record.rejected[-1].content, add_special_tokens=False)["input_ids"]
+    assert tokenised == ids
+    other = sampled_pair(tokenizer, ids, rendered="<|im_start|>system\nBe brief.<|im_end|>\n")  # another template
+    assert tokenize_pair(other, tokenizer, loop_copies=4).sources["rejected"] == "rendered_prompt_differs"
+
+
+def test_loop_onset_counts_in_sampled_tokens(tokenizer):
+    start = 30
+    ids = char_by_char(tokenizer, TEXT[:start] + UNIT * 12)
+    loop = {"start_char": start, "unit_len": len(UNIT), "copies": 12.0}
+    ex = tokenize_pair(sampled_pair(tokenizer, ids, loop=loop), tokenizer, loop_copies=3)
+    assert ex.rejected_keep == len(TEXT[:start] + UNIT * 3)  # one token per character here

@@ -1,20 +1,26 @@
-"""Generation backends. One small protocol; each module imports its engine lazily, so
-``import dpominer`` needs neither torch nor vLLM.
+"""Generation backends. One small protocol (:class:`Backend`) and a registry of the backends that
+implement it (:data:`BACKENDS`, chosen by :func:`pick_backend`, built by :func:`make_backend`); each
+module imports its engine lazily, so ``import dpominer`` needs neither torch nor vLLM.
 
 A backend turns a list of :class:`Request` (one per document) into, for each, the list of its
-:class:`Completion` — results in input order, one per requested seed.
+:class:`Completion` — results in input order, one per requested seed. A new backend is a class with
+the members of :class:`Backend` and one line in :data:`BACKENDS`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..records import FinishReason
+from ..records import FinishReason, InputError
+
+if TYPE_CHECKING:
+    from ..sample import SampleConfig
 
 
 class LoopStop(BaseModel):
@@ -80,14 +86,24 @@ class Completion:
     extra: dict = field(default_factory=dict)
 
 
+@runtime_checkable
 class Backend(Protocol):
-    name: str
+    """What `sample` and `score --judge` need from an engine."""
 
-    def generate(self, requests: list[Request], spec: SamplingSpec) -> list[list[Completion]]: ...
+    name: str  # recorded with every candidate: the backend that ran, not the flag
+    tokenizer: Any  # a transformers tokenizer (chat templates, prompt ids), or None: the server applies both
 
-    def max_context(self) -> int | None: ...
+    def generate(self, requests: list[Request], spec: SamplingSpec) -> list[list[Completion]]:
+        """For each request, its ``len(request.seeds)`` completions; results in input order."""
+        ...
 
-    def describe(self) -> dict: ...
+    def max_context(self) -> int | None:
+        """Tokens of prompt + completion the model takes; None when unknown (the server checks)."""
+        ...
+
+    def describe(self) -> dict:
+        """Engine settings for the run record."""
+        ...
 
 
 def vllm_available() -> bool:
@@ -109,3 +125,36 @@ def pick_backend(name: str) -> str:
         if torch.cuda.is_available():
             return "vllm"
     return "hf"
+
+
+def _vllm(cfg: SampleConfig) -> Backend:
+    from ..models import resolve_model
+    from .vllm import VLLMBackend
+
+    return VLLMBackend(resolve_model(cfg.model), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+                       seed=cfg.sampling.seed, tensor_parallel_size=cfg.tensor_parallel_size,
+                       trust_remote_code=cfg.trust_remote_code, gpu_memory_utilization=cfg.gpu_memory_utilization)
+
+
+def _hf(cfg: SampleConfig) -> Backend:
+    from ..models import resolve_model
+    from .hf import HFBackend
+
+    return HFBackend(resolve_model(cfg.model), dtype=cfg.dtype, threads=cfg.threads,
+                     trust_remote_code=cfg.trust_remote_code)
+
+
+def _openai(cfg: SampleConfig) -> Backend:
+    from .openai import OpenAIBackend
+
+    if not cfg.base_url:
+        raise InputError("--base-url: needed with --backend openai (e.g. http://127.0.0.1:8000/v1)")
+    return OpenAIBackend(cfg.model, base_url=cfg.base_url, concurrency=cfg.concurrency)
+
+
+BACKENDS: dict[str, Callable[[SampleConfig], Backend]] = {"vllm": _vllm, "hf": _hf, "openai": _openai}
+
+
+def make_backend(cfg: SampleConfig) -> Backend:
+    """The backend ``cfg.backend`` names (``auto``: see :func:`pick_backend`), loaded and ready."""
+    return BACKENDS[pick_backend(cfg.backend)](cfg)

@@ -30,6 +30,7 @@ class Example:
     chosen_ids: list[int]
     rejected_ids: list[int]
     rejected_keep: int | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # per side: "sampled", or why it was tokenised
 
     def length(self) -> int:
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
@@ -54,16 +55,24 @@ def _first_difference(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
-def _completion_text(tokenizer, record: Pair, side: str) -> tuple[str, str, int]:
-    """(prompt text, completion text, where the side's own text starts inside the completion text)."""
+def _prompt_text(tokenizer, record: Pair) -> tuple[str, bool]:
+    """(the prompt as training renders it, whether tokenising it adds special tokens)."""
+    if record.conversational:
+        text = tokenizer.apply_chat_template(_messages(record.prompt), tokenize=False, add_generation_prompt=True)
+        return text, False  # a rendered template already holds its BOS
+    if record.rendered_prompt is not None:
+        return record.rendered_prompt, False  # sampled through a chat template: train on what the model saw
+    return record.prompt, True  # type: ignore[return-value]
+
+
+def _completion_text(tokenizer, record: Pair, side: str, prompt_text: str) -> tuple[str, int]:
+    """(completion text, where the side's own text starts inside it)."""
     value = getattr(record, side)
     ended = record.scores(side).ended
     if not record.conversational:
-        return record.prompt, value, 0  # type: ignore[return-value]
-    prompt_msgs = _messages(record.prompt)
+        return value, 0
     reply = _messages(value)
-    prompt_text = tokenizer.apply_chat_template(prompt_msgs, tokenize=False, add_generation_prompt=True)
-    full_text = tokenizer.apply_chat_template(prompt_msgs + reply, tokenize=False)
+    full_text = tokenizer.apply_chat_template(_messages(record.prompt) + reply, tokenize=False)
     if not full_text.startswith(prompt_text):
         at = _first_difference(prompt_text, full_text)
         raise ValueError(
@@ -75,7 +84,7 @@ def _completion_text(tokenizer, record: Pair, side: str) -> tuple[str, str, int]
     start = completion.find(content) if content else 0
     if not ended and start == 0:
         completion = content  # cut off at max_tokens or a loop stop: the model never closed its turn
-    return prompt_text, completion, max(start, 0)
+    return completion, max(start, 0)
 
 
 def _tokens_with_offsets(tokenizer, text: str, special: bool) -> tuple[list[int], list[tuple[int, int]] | None]:
@@ -95,40 +104,97 @@ def _char_to_token(offsets: list[tuple[int, int]] | None, n_tokens: int, char: i
     return n_tokens
 
 
-def tokenize_pair(record: Pair, tokenizer, *, loop_copies: int, separate: bool = False) -> Example:
-    """Tokenise both sides; raise ValueError (with the reason) when the prompt boundary does not hold."""
-    eos = tokenizer.eos_token_id
-    sides: dict[str, list[int]] = {}
-    prompt_ids: list[int] = []
-    rejected_keep = None
-    for side in ("chosen", "rejected"):
-        prompt_text, completion, content_start = _completion_text(tokenizer, record, side)
-        special = not record.conversational  # a rendered template already holds its BOS
-        prompt_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
-        full_ids, offsets = _tokens_with_offsets(tokenizer, prompt_text + completion, special)
-        if full_ids[:len(prompt_ids)] == prompt_ids:
-            ids = full_ids[len(prompt_ids):]
-            offsets = [(a - len(prompt_text), b - len(prompt_text)) for a, b in offsets[len(prompt_ids):]] \
-                if offsets is not None else None
-        elif separate:
-            ids, offsets = _tokens_with_offsets(tokenizer, completion, False)
+def _char_to_sampled_token(tokenizer, ids: list[int], char: int) -> int:
+    """Number of sampled tokens whose decoded text covers characters [0, char) (bisection on decodes)."""
+    low, high = 0, len(ids)
+    while low < high:
+        mid = (low + high) // 2
+        if len(tokenizer.decode(ids[:mid], skip_special_tokens=True)) >= char:
+            high = mid
         else:
-            at = _first_difference(prompt_ids, full_ids)
-            raise ValueError(
-                f"the prompt's tokens are not a prefix of prompt+{side} (token {at}: "
-                f"{tokenizer.decode(prompt_ids[at:at + 3])!r} alone vs {tokenizer.decode(full_ids[at:at + 3])!r}); "
-                "tokens merge across the boundary — end prompts on a token boundary (a space or newline), or "
-                "pass --tokenize-separately to train on prompt and completion tokenised apart, as they were sampled")
-        if not record.conversational and record.scores(side).ended and eos is not None:
-            ids = ids + [eos]
+            low = mid + 1
+    return max(low, 1)
+
+
+def _sampled_side(tokenizer, record: Pair, side: str, prompt_text: str) -> list[int] | str:
+    """The side's token ids exactly as sampled, or why they cannot be used (then the side is tokenised)."""
+    ids = getattr(record, f"{side}_token_ids")
+    if not ids:
+        return "not_in_pair"
+    if record.conversational and record.rendered_prompt != prompt_text:
+        return "rendered_prompt_differs"  # no rendered prompt, or another template: not the sampled context
+    text = getattr(record, side) if isinstance(getattr(record, side), str) else getattr(record, side)[-1].content
+    if tokenizer.decode(ids, skip_special_tokens=True) != text:
+        return "token_ids_do_not_decode_to_text"  # another tokenizer, or a text edited after sampling
+    ids = list(ids)
+    if record.scores(side).ended:
+        while ids and ids[-1] in tokenizer.all_special_ids:
+            ids.pop()  # a stop token a backend left in: the end of the turn is appended once, below
+    return ids
+
+
+def _end_of_turn(tokenizer, record: Pair, side: str, prompt_text: str) -> list[int]:
+    """What training appends after a side that ended on its own: EOS, or the template's end of the turn."""
+    if not record.scores(side).ended:
+        return []
+    if not record.conversational:
+        return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    completion, start = _completion_text(tokenizer, record, side, prompt_text)
+    closing = completion[start + len(getattr(record, side)[-1].content):]
+    return tokenizer(closing, add_special_tokens=False)["input_ids"] if closing else []
+
+
+def _tokenized_side(tokenizer, record: Pair, side: str, prompt_text: str, special: bool, prompt_ids: list[int],
+                    separate: bool) -> tuple[list[int], list[tuple[int, int]] | None, str, int]:
+    """(completion ids, their character offsets, completion text, where the side's text starts in it)."""
+    completion, content_start = _completion_text(tokenizer, record, side, prompt_text)
+    full_ids, offsets = _tokens_with_offsets(tokenizer, prompt_text + completion, special)
+    if full_ids[:len(prompt_ids)] == prompt_ids:
+        ids = full_ids[len(prompt_ids):]
+        offsets = [(a - len(prompt_text), b - len(prompt_text)) for a, b in offsets[len(prompt_ids):]] \
+            if offsets is not None else None
+    elif separate:
+        ids, offsets = _tokens_with_offsets(tokenizer, completion, False)
+    else:
+        at = _first_difference(prompt_ids, full_ids)
+        raise ValueError(
+            f"the prompt's tokens are not a prefix of prompt+{side} (token {at}: "
+            f"{tokenizer.decode(prompt_ids[at:at + 3])!r} alone vs {tokenizer.decode(full_ids[at:at + 3])!r}); "
+            "tokens merge across the boundary — end prompts on a token boundary (a space or newline), or "
+            "pass --tokenize-separately to train on prompt and completion tokenised apart, as they were sampled")
+    if not record.conversational and record.scores(side).ended and tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    return ids, offsets, completion, content_start
+
+
+def tokenize_pair(record: Pair, tokenizer, *, loop_copies: int, separate: bool = False) -> Example:
+    """Token ids of both sides: as sampled where the pair carries them (and this tokenizer decodes them to
+    the side's text), else tokenised. Raise ValueError (with the reason) when the prompt boundary does not
+    hold for a tokenised side."""
+    prompt_text, special = _prompt_text(tokenizer, record)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
+    sides: dict[str, list[int]] = {}
+    sources: dict[str, str] = {}
+    rejected_keep = None
+    loop_end = record.rejected_scores.loop_end(loop_copies)
+    for side in ("chosen", "rejected"):
+        sampled = _sampled_side(tokenizer, record, side, prompt_text)
+        if isinstance(sampled, list):
+            ids = sampled + _end_of_turn(tokenizer, record, side, prompt_text)
+            sources[side] = "sampled"
+            if side == "rejected" and loop_end is not None:
+                rejected_keep = _char_to_sampled_token(tokenizer, sampled, loop_end)
+        else:
+            ids, offsets, completion, start = _tokenized_side(tokenizer, record, side, prompt_text, special,
+                                                               prompt_ids, separate)
+            sources[side] = sampled
+            if side == "rejected" and loop_end is not None:
+                rejected_keep = _char_to_token(offsets, len(ids), start + loop_end, len(completion))
         if not ids:
             raise ValueError(f"the {side} completion is empty")
         sides[side] = ids
-        loop_end = record.rejected_scores.loop_end(loop_copies)
-        if side == "rejected" and loop_end is not None:
-            rejected_keep = _char_to_token(offsets, len(ids), content_start + loop_end, len(completion))
     key = record.id or hashlib.blake2b(repr((record.prompt, record.chosen)).encode(), digest_size=8).hexdigest()
-    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep)
+    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep, sources)
 
 
 def truncate(ex: Example, max_length: int, max_prompt_length: int | None, stats: Truncation,
@@ -159,7 +225,7 @@ def truncate(ex: Example, max_length: int, max_prompt_length: int | None, stats:
     stats.chosen_cut += len(ex.chosen_ids) > budget
     stats.rejected_cut += len(ex.rejected_ids) > budget
     stats.loops_kept_by_moving_the_cut += moved
-    return Example(ex.key, prompt, ex.chosen_ids[:budget], ex.rejected_ids[:budget], ex.rejected_keep)
+    return Example(ex.key, prompt, ex.chosen_ids[:budget], ex.rejected_ids[:budget], ex.rejected_keep, ex.sources)
 
 
 def in_eval_split(key: str, fraction: float) -> bool:

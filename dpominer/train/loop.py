@@ -48,6 +48,9 @@ class TrainSummary:
     train_pairs: int = 0
     eval_pairs: int = 0
     truncation: Truncation = field(default_factory=Truncation)
+    # pair sides trained on their sampled token ids vs tokenised from text, and why they were tokenised
+    sides_sampled: int = 0
+    sides_tokenized: dict[str, int] = field(default_factory=dict)
     steps: int = 0
     resumed_from: int | None = None
     ref_cache: str | None = None
@@ -72,6 +75,11 @@ def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
     examples: list[Example] = []
     for _ in iter_jsonl(pairs, Pair, skip_invalid=skip_invalid, unique_ids=False, check=check):
         summary.pairs_read += 1
+    for source in (s for e in examples for s in e.sources.values()):
+        if source == "sampled":
+            summary.sides_sampled += 1
+        else:
+            summary.sides_tokenized[source] = summary.sides_tokenized.get(source, 0) + 1
     fitted = [f for f in (truncate(e, cfg.max_length, cfg.max_prompt_length, summary.truncation) for e in examples)
               if f is not None]
     train = [e for e in fitted if not in_eval_split(e.key, cfg.eval_fraction)]
