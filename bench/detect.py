@@ -1,6 +1,7 @@
-"""Detector speed on 4 KB candidates with references, against a plain per-candidate baseline.
+"""Detector speed on 4 KB candidates with references, against a plain per-candidate baseline; and
+detect + fidelity, in-process and as `dpominer score` over all cores, against the code before issue 13.
 
-    python bench/detect.py [--n 2000]
+    python bench/detect.py [--n 2000] [--score-n 8000] [--baseline a70f01a]
 
 Baseline (run side by side on the same candidates): what a tool without this detector does per
 candidate — Whisper's compression ratio plus a straightforward tail-repeat check that tries every
@@ -12,16 +13,43 @@ on one core for detection. Also: time on 1 MB adversarial strings (goal: well un
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
+import os
 import random
+import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
+
+from baseline import BEFORE_ISSUE_13, ROOT, checkout, run_cli
 
 from dpominer.degeneration import detect
 from dpominer.fidelity import fidelity
 
 DATA = Path(__file__).parent / "data"
+
+
+def load_package(code: Path, name: str = "dpominer_baseline"):
+    """The dpominer package found in ``code``, imported under another name (beside this checkout's)."""
+    spec = importlib.util.spec_from_file_location(name, code / "dpominer" / "__init__.py",
+                                                  submodule_search_locations=[str(code / "dpominer")])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.degeneration"), importlib.import_module(f"{name}.fidelity")
+
+
+def write_records(path: Path, items: list[tuple[str, str, str]], per_doc: int = 8) -> Path:
+    with path.open("w") as out:
+        for start in range(0, len(items), per_doc):
+            group = items[start:start + per_doc]
+            cands = [{"index": i, "text": t, "finish_reason": f} for i, (t, f, _) in enumerate(group)]
+            out.write(json.dumps({"id": f"d{start}", "prompt": "Transcribe.", "reference": group[0][2],
+                                  "candidates": cands}) + "\n")
+    return path
 
 
 def baseline(text: str, max_unit: int = 1024) -> tuple[float, int]:
@@ -59,17 +87,40 @@ def candidates(n: int, seed: int = 0, per_doc: int = 8) -> list[tuple[str, str, 
 
 
 def rate(fn, items) -> float:
-    start = time.perf_counter()
+    """Items per second of this process's CPU time (a shared machine's waiting is not counted)."""
+    start = time.process_time()
     for item in items:
         fn(*item)
-    return len(items) / (time.perf_counter() - start)
+    return len(items) / (time.process_time() - start)
+
+
+def score_rates(items, baseline: Path | None) -> None:
+    """`dpominer score` end to end (parse, detect, fidelity, write) in a fresh process per run."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        src = write_records(Path(tmp) / "c.jsonl", items)
+        runs = [(f"baseline {BEFORE_ISSUE_13}", baseline, ())] if baseline else []
+        runs += [("this checkout, 1 worker", ROOT, ("--workers", "1")),
+                 (f"this checkout, {cores} workers", ROOT, ("--workers", str(cores)))]
+        walls = {}
+        for label, code, flags in runs:
+            walls[label] = run_cli(code, "score", str(src), "-o", str(Path(tmp) / "s.jsonl"), *flags)
+            print(f"  score {label:30} {len(items) / walls[label]:8.0f} cand/s   (wall clock, fresh process)")
+        if baseline:
+            base = walls[runs[0][0]]
+            print("  ratio to the baseline         " + "   ".join(f"{label.split(', ')[-1]}: {base / wall:.2f}×"
+                                                                  for label, wall in list(walls.items())[1:]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--score-n", type=int, default=8000, help="candidates for the `dpominer score` runs")
+    parser.add_argument("--baseline", default=BEFORE_ISSUE_13, help="git ref of the code to compare against")
     args = parser.parse_args()
+    base_code = checkout(args.baseline)
     items = candidates(args.n)
+    fidelity(*items[0][::2])  # imports and caches warmed outside the timings
     ours = rate(lambda t, f, r: detect(t, finish_reason=f, reference=r), items)
     base = rate(lambda t, f, r: baseline(t), items)
     with_cer = rate(lambda t, f, r: (detect(t, finish_reason=f, reference=r), fidelity(t, r)), items[: args.n // 4])
@@ -77,7 +128,14 @@ def main() -> None:
     print(f"  detect (ours)                 {ours:8.0f} cand/s   goal ≥ 5000")
     print(f"  baseline: Whisper CR + naive  {base:8.0f} cand/s")
     print(f"  ratio ours / baseline         {ours / base:8.2f}×")
-    print(f"  detect + fidelity (CER, …)    {with_cer:8.0f} cand/s")
+    print(f"  detect + fidelity (CER, …)    {with_cer:8.0f} cand/s   (CPU time, one core)")
+    if base_code is not None:
+        old_degeneration, old_fidelity = load_package(base_code)
+        old_fidelity.fidelity(*items[0][::2])
+        old = rate(lambda t, f, r: (old_degeneration.detect(t, finish_reason=f, reference=r),
+                                    old_fidelity.fidelity(t, r)), items[: args.n // 4])
+        print(f"  same, {args.baseline:10}             {old:8.0f} cand/s   ratio ours / baseline {with_cer / old:.2f}×")
+    score_rates(candidates(args.score_n, seed=1), base_code)
     adversarial = {
         '"a" * 10**6': "a" * 10**6,
         "random 1 MB": "".join(random.Random(1).choices("abcdefghij klmnop\n", k=10**6)),

@@ -1,23 +1,27 @@
-"""`dpominer pair` on many synthetic candidates: wall time and peak memory at N and at N/10.
+"""`dpominer pair` on many synthetic candidates: wall time and peak memory, this checkout against the
+code before issue 13 (one core, slower fidelity), side by side on the same files in the same run.
 
-    python bench/pair_scale.py [--n 1000000]
+    python bench/pair_scale.py [--n 1000000] [--baseline a70f01a] [--workers 0]
 
-Each run is a fresh `python -m dpominer pair` process; peak RSS comes from getrusage of the child.
-Memory must not grow with N: the printed ratio peak(N) / peak(N/10) should stay near 1 (the only
-per-document state is an 8-byte digest per id for the duplicate check: ~0.1 GB per million docs).
+Each run is a fresh `python -m dpominer pair` process; peak RSS is that process's (os.wait4), which
+with workers is the largest of the main process and its pool. Memory must not grow with N: the ratio
+peak(N) / peak(N/10) should stay near 1 (the per-document state is an 8-byte digest per id for the
+duplicate check: ~0.1 GB per million docs). On a shared machine, read the ratios, not the seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from baseline import BEFORE_ISSUE_13, ROOT, checkout
 
 DATA = Path(__file__).parent / "data"
 PER_DOC = 8
@@ -43,35 +47,52 @@ def write_candidates(path: Path, n_candidates: int, seed: int = 0) -> None:
             out.write(json.dumps(record) + "\n")
 
 
-def run_pair(src: Path, dst: Path) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_pair(code: Path, src: Path, dst: Path, *flags: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one `dpominer pair` process running the package in ``code``."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dpominer", "pair", str(src), "-o", str(dst)],
-                   check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kib <= before:
-        print("  (peak RSS not above an earlier child's; order the runs small → large)")
-    return wall, peak_kib / 1024
+    child = subprocess.Popen([sys.executable, "-m", "dpominer", "pair", str(src), "-o", str(dst), *flags],
+                             env=os.environ | {"PYTHONPATH": str(code)}, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"pair failed ({code}): exit {child.returncode}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="candidates in the large run")
+    parser.add_argument("--baseline", default=BEFORE_ISSUE_13, help="git ref of the code to compare against")
+    parser.add_argument("--workers", default="0", help="--workers of this checkout's all-core run (0: all)")
     args = parser.parse_args()
+    base = checkout(args.baseline)
+    runs = [(f"baseline {args.baseline}", base, ())] if base else []
+    runs += [("this checkout, 1 worker", ROOT, ("--workers", "1")),
+             (f"this checkout, --workers {args.workers}", ROOT, ("--workers", args.workers))]
     with tempfile.TemporaryDirectory() as tmp:
-        results = {}
+        results: dict[tuple[str, int], tuple[float, float]] = {}
+        outputs: dict[str, bytes] = {}
         for n in (args.n // 10, args.n):
             src = Path(tmp) / f"cands-{n}.jsonl"
             write_candidates(src, n)
-            wall, peak = run_pair(src, Path(tmp) / f"pairs-{n}.jsonl")
-            results[n] = (wall, peak)
             mb = src.stat().st_size / 2**20
-            print(f"  {n:>9,} candidates ({mb:6.0f} MB): {wall:7.1f} s, {n / wall:6.0f} cand/s, "
-                  f"peak RSS {peak:6.0f} MiB")
+            print(f"{n:,} candidates ({mb:.0f} MB):")
+            for label, code, flags in runs:
+                dst = Path(tmp) / "pairs.jsonl"
+                wall, peak = results[label, n] = run_pair(code, src, dst, *flags)
+                outputs[label] = dst.read_bytes()
+                print(f"  {label:34} {wall:7.1f} s  {n / wall:7.0f} cand/s  peak RSS {peak:5.0f} MiB")
+            same = len(set(outputs.values())) == 1
+            print(f"  outputs identical across runs: {same}")
             src.unlink()
-        small, large = results[args.n // 10], results[args.n]
-        print(f"peak RSS ratio N / (N/10): {large[1] / small[1]:.2f}   (flat memory ⇒ ≈ 1)")
+        fast = runs[-1][0]
+        if base:
+            label = runs[0][0]
+            print(f"speed-up at {args.n:,}: {results[label, args.n][0] / results[fast, args.n][0]:.2f}x "
+                  f"(all cores) and {results[label, args.n][0] / results[runs[1][0], args.n][0]:.2f}x (1 worker) "
+                  f"over {label}")
+        print(f"peak RSS ratio N / (N/10), {fast}: {results[fast, args.n][1] / results[fast, args.n // 10][1]:.2f}"
+              "   (flat memory => about 1)")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_pairs(path: Path, count: int, provenance: bool = True) -> Path:
-    from dpominer.scoring import PairRunConfig, run_pair
+    from dpominer.pairing import PairRunConfig, run_pair
 
     full = path.with_suffix(".all.jsonl")
     run_pair(ROOT / "examples" / "candidates.jsonl", full, PairRunConfig())

@@ -10,7 +10,13 @@ from pathlib import Path
 import typer
 
 from . import __version__
+from .config import Flags, build_config, opt, with_options
+from .judging import JudgeConfig
+from .pairing import PairRunConfig
 from .records import InputError, write_json
+from .sample import SampleConfig
+from .scoring import ScoreConfig
+from .train.config import TrainConfig
 
 app = typer.Typer(
     name="dpominer",
@@ -23,6 +29,8 @@ app = typer.Typer(
 CONFIG = typer.Option(None, "--config", help="TOML or JSON file with the settings; flags override it.",
                       dir_okay=False)
 SKIP_INVALID = typer.Option(False, "--skip-invalid", help="Skip bad input lines (and count them) instead of stopping.")
+WORKERS = typer.Option(0, "--workers", min=0, help="Processes that score (0: all cores; inputs under 8 MB "
+                       "run in this one). The output is the same for any number.")
 OUTPUT = typer.Option(..., "-o", "--output", help="Output JSONL (written atomically).", dir_okay=False)
 
 
@@ -50,155 +58,131 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """docs.jsonl → sample → score → pair → train → eval. Run `dpominer COMMAND --help` for each step."""
 
 
+SCORE_OPTIONS = (
+    opt("rescore", help="Recompute scores already present."),
+    opt("judge.model", "--judge", help="Judge model: every non-degenerate candidate gets a rubric score (for "
+                                       "documents without a reference)."),
+    opt("judge.backend", "--judge-backend", help="auto | vllm | hf | openai"),
+    opt("judge.base_url", "--judge-base-url", help="OpenAI-compatible judge server."),
+)
+
+
 @app.command()
+@with_options(SCORE_OPTIONS, config=ScoreConfig, judge=JudgeConfig)
 def score(
     input: Path = typer.Argument(..., help="Candidate records (JSONL) from `dpominer sample`.", dir_okay=False),
     output: Path = OUTPUT,
     config: Path | None = CONFIG,
-    rescore: bool | None = typer.Option(None, "--rescore", help="Recompute scores already present."),
-    judge: str | None = typer.Option(None, "--judge", help="Judge model: every non-degenerate candidate gets a "
-                                     "rubric score (for documents without a reference)."),
-    judge_backend: str | None = typer.Option(None, "--judge-backend", help="auto | vllm | hf | openai"),
     rubric: Path | None = typer.Option(None, "--rubric", help="Rubric file (TOML/JSON/YAML): task, criteria "
                                        "with weights, scale.", dir_okay=False),
-    judge_base_url: str | None = typer.Option(None, "--judge-base-url", help="OpenAI-compatible judge server."),
     resume: bool = typer.Option(False, "--resume", help="With --judge: continue OUT.partial of a killed run."),
+    workers: int = WORKERS,
     skip_invalid: bool = SKIP_INVALID,
+    flags: Flags = None,
 ) -> None:
     """Judge every candidate for repetition loops and, given a reference, its fidelity (CER, …)."""
-    from .scoring import ScoreConfig, run_score
+    from .scoring import run_score
     from .ui import reading
 
     with user_errors():
-        from .config import build_config
+        cfg = build_config(ScoreConfig, config, flags.outside("judge"))
+        if flags.value("judge.model") is not None:
+            from .judging import judge_config, score_with_judge
 
-        cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore)})
-        if judge is None:
-            if resume:
-                raise InputError("--resume: only with --judge (plain scoring is quick to redo)")
-            with reading(input, "scoring") as digest:
-                summary = run_score(input, output, cfg, skip_invalid=skip_invalid, progress=digest)
-            _finish("score", output, cfg, digest, summary)
+            judge_cfg = judge_config(flags.section("judge"), rubric)
+            summary, digest, engine = score_with_judge(input, output, cfg, judge_cfg, resume, skip_invalid)
+            _finish("score", output, {"score": cfg.model_dump(mode="json"), "judge": judge_cfg.model_dump(mode="json")},
+                    digest, summary, {"judge_engine": engine})
             return
-        from .judging import JudgeConfig, make_judge_backend, run_judged_score
-        from .rubric import load_rubric
-        from .ui import judging_progress
+        if resume:
+            raise InputError("--resume: only with --judge (plain scoring is quick to redo)")
+        with reading(input, "scoring") as digest:
+            summary = run_score(input, output, cfg, skip_invalid=skip_invalid, progress=digest, workers=workers)
+        _finish("score", output, cfg, digest, summary)
 
-        flags = {"model": ("--judge", judge), "backend": ("--judge-backend", judge_backend),
-                 "base_url": ("--judge-base-url", judge_base_url)}
-        judge_cfg = build_config(JudgeConfig, None, flags)
-        if rubric is not None:
-            judge_cfg = judge_cfg.model_copy(update={"rubric": load_rubric(rubric)})
-        from .records import CandidateRecord, iter_jsonl
 
-        # the whole input is checked (and its digest taken) before the judge model loads
-        with reading(input, "checking") as digest:
-            total = sum(1 for _ in iter_jsonl(input, CandidateRecord, skip_invalid=skip_invalid, on_line=digest))
-        engine = make_judge_backend(judge_cfg)
-        with judging_progress(total) as on_chunk:
-            summary = run_judged_score(input, output, cfg, judge_cfg, engine, resume=resume,
-                                       skip_invalid=skip_invalid, on_chunk=on_chunk)
-        _finish("score", output, {"score": cfg.model_dump(mode="json"), "judge": judge_cfg.model_dump(mode="json")},
-                digest, summary, {"judge_engine": engine.describe()})
+PAIR_OPTIONS = (
+    opt("policy.chosen_from", help="candidates | reference | auto"),
+    opt("policy.max_chosen_cer", help="Highest CER a chosen candidate may have."),
+    opt("policy.min_margin", help="Least CER gap between chosen and rejected."),
+    opt("policy.max_pairs_per_doc", help="Most pairs one document yields."),
+    opt("policy.dedup_threshold", help="rapidfuzz ratio (0-100) at which candidates collapse."),
+    opt("policy.reject_worse", "--reject-worse/--no-reject-worse",
+        help="Also reject clean candidates of clearly worse fidelity."),
+    opt("policy.score_by", help="auto | fidelity | judge: how candidates rank."),
+    opt("policy.min_judge_margin", help="Least judge-score gap (0-1) to reject a worse-judged candidate."),
+)
 
 
 @app.command()
+@with_options(PAIR_OPTIONS, config=PairRunConfig)
 def pair(
     input: Path = typer.Argument(..., help="Candidate records, scored or not (scored on the way).", dir_okay=False),
     output: Path = OUTPUT,
     config: Path | None = CONFIG,
-    chosen_from: str | None = typer.Option(None, "--chosen-from", help="candidates | reference | auto"),
-    max_chosen_cer: float | None = typer.Option(
-        None, "--max-chosen-cer", help="Highest CER a chosen candidate may have."),
-    min_margin: float | None = typer.Option(None, "--min-margin", help="Least CER gap between chosen and rejected."),
-    max_pairs_per_doc: int | None = typer.Option(None, "--max-pairs-per-doc", help="Most pairs one document yields."),
-    dedup_threshold: float | None = typer.Option(
-        None, "--dedup-threshold", help="rapidfuzz ratio (0-100) at which candidates collapse."),
-    reject_worse: bool | None = typer.Option(
-        None, "--reject-worse/--no-reject-worse", help="Also reject clean candidates of clearly worse fidelity."),
-    score_by: str | None = typer.Option(None, "--score-by", help="auto | fidelity | judge: how candidates rank."),
-    min_judge_margin: float | None = typer.Option(
-        None, "--min-judge-margin", help="Least judge-score gap (0-1) to reject a worse-judged candidate."),
     stats_json: Path | None = typer.Option(
         None, "--stats-json", help="Write the summary numbers here too.", dir_okay=False),
+    workers: int = WORKERS,
     skip_invalid: bool = SKIP_INVALID,
+    flags: Flags = None,
 ) -> None:
     """Turn scored candidates into TRL-compatible preference pairs (degenerate ones rejected)."""
-    from .scoring import PairRunConfig, run_pair
+    from .pairing import run_pair
     from .ui import reading
 
     with user_errors():
-        from .config import build_config
-
-        cfg = build_config(PairRunConfig, config, {
-            "policy.chosen_from": ("--chosen-from", chosen_from),
-            "policy.max_chosen_cer": ("--max-chosen-cer", max_chosen_cer),
-            "policy.min_margin": ("--min-margin", min_margin),
-            "policy.max_pairs_per_doc": ("--max-pairs-per-doc", max_pairs_per_doc),
-            "policy.dedup_threshold": ("--dedup-threshold", dedup_threshold),
-            "policy.reject_worse": ("--reject-worse", reject_worse),
-            "policy.score_by": ("--score-by", score_by),
-            "policy.min_judge_margin": ("--min-judge-margin", min_judge_margin),
-        })
+        cfg = build_config(PairRunConfig, config, flags)
         with reading(input, "pairing") as digest:
-            summary = run_pair(input, output, cfg, skip_invalid=skip_invalid, progress=digest)
+            summary = run_pair(input, output, cfg, skip_invalid=skip_invalid, progress=digest, workers=workers)
         _finish("pair", output, cfg, digest, summary)
         if stats_json is not None:
             write_json(stats_json, summary.as_dict())
 
 
+SAMPLE_OPTIONS = (
+    opt("model", "--model", "-m", help="Hub id, local dir, or smollm2-135m-instruct."),
+    opt("backend", help="auto | vllm | hf | openai"),
+    opt("sampling.n", "-n", help="Candidates per document (default 8)."),
+    opt("sampling.temperature", "--temperature", "-t", help="Default 0.7; 0 is greedy."),
+    opt("sampling.top_p"),
+    opt("sampling.top_k"),
+    opt("sampling.max_tokens", help="Default 512."),
+    opt("sampling.seed", help="Base seed; each candidate's derives from it."),
+    opt("chat_template", "--chat-template/--no-chat-template", help="Default: only documents with messages."),
+    opt("sampling.stop_on_loop",
+        help="Stop a candidate once a token loop is established (finish: repetition)."),
+    opt("shard", help="I/N: sample shard I of N (by a hash of the id)."),
+    opt("chunk_size", help="Documents per engine call (default 64)."),
+    opt("dtype", help="auto | float32 | bfloat16 | float16"),
+    opt("max_model_len"),
+    opt("tensor_parallel_size"),
+    opt("gpu_memory_utilization"),
+    opt("threads", help="torch threads for the hf backend."),
+    opt("trust_remote_code"),
+    opt("base_url", help="OpenAI-compatible server (backend openai)."),
+    opt("concurrency", help="Requests in flight (backend openai)."),
+)
+
+
 @app.command()
+@with_options(SAMPLE_OPTIONS, config=SampleConfig)
 def sample(
     docs: Path = typer.Argument(..., help="Documents (JSONL): {id, prompt | messages, reference?}.", dir_okay=False),
     output: Path = OUTPUT,
     config: Path | None = CONFIG,
-    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local dir, or smollm2-135m-instruct."),
-    backend: str | None = typer.Option(None, "--backend", help="auto | vllm | hf | openai"),
-    n: int | None = typer.Option(None, "-n", help="Candidates per document (default 8)."),
-    temperature: float | None = typer.Option(None, "--temperature", "-t", help="Default 0.7; 0 is greedy."),
-    top_p: float | None = typer.Option(None, "--top-p"),
-    top_k: int | None = typer.Option(None, "--top-k"),
-    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Default 512."),
-    seed: int | None = typer.Option(None, "--seed", help="Base seed; each candidate's derives from it."),
-    chat_template: bool | None = typer.Option(
-        None, "--chat-template/--no-chat-template", help="Default: only documents with messages."),
-    stop_on_loop: bool | None = typer.Option(
-        None, "--stop-on-loop", help="Stop a candidate once a token loop is established (finish: repetition)."),
-    shard: str | None = typer.Option(None, "--shard", help="I/N: sample shard I of N (by a hash of the id)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the records of OUT.partial and do the rest."),
-    chunk_size: int | None = typer.Option(None, "--chunk-size", help="Documents per engine call (default 64)."),
-    dtype: str | None = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16"),
-    max_model_len: int | None = typer.Option(None, "--max-model-len"),
-    tensor_parallel_size: int | None = typer.Option(None, "--tensor-parallel-size"),
-    gpu_memory_utilization: float | None = typer.Option(None, "--gpu-memory-utilization"),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads for the hf backend."),
-    trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code"),
-    base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (backend openai)."),
-    concurrency: int | None = typer.Option(None, "--concurrency", help="Requests in flight (backend openai)."),
     skip_invalid: bool = SKIP_INVALID,
+    flags: Flags = None,
 ) -> None:
     """Sample n candidates per document with vLLM, transformers, or an OpenAI-compatible server."""
     import time
 
     from .backends import make_backend
     from .runinfo import InputDigest, write_meta
-    from .sample import SampleConfig, pending, run_sample
+    from .sample import pending, run_sample
     from .ui import sampling_progress, show_sample_summary
 
     with user_errors():
-        from .config import build_config
-
-        flags = {"model": ("--model", model), "backend": ("--backend", backend), "shard": ("--shard", shard),
-                 "sampling.n": ("-n", n), "sampling.temperature": ("--temperature", temperature),
-                 "sampling.top_p": ("--top-p", top_p), "sampling.top_k": ("--top-k", top_k),
-                 "sampling.max_tokens": ("--max-tokens", max_tokens), "sampling.seed": ("--seed", seed),
-                 "sampling.stop_on_loop": ("--stop-on-loop", stop_on_loop),
-                 "chat_template": ("--chat-template", chat_template), "chunk_size": ("--chunk-size", chunk_size),
-                 "dtype": ("--dtype", dtype), "max_model_len": ("--max-model-len", max_model_len),
-                 "tensor_parallel_size": ("--tensor-parallel-size", tensor_parallel_size),
-                 "gpu_memory_utilization": ("--gpu-memory-utilization", gpu_memory_utilization),
-                 "threads": ("--threads", threads), "trust_remote_code": ("--trust-remote-code", trust_remote_code),
-                 "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency)}
         cfg = build_config(SampleConfig, config, flags)
         digest = InputDigest(docs)  # fed while the documents are checked, before the model loads
         done, left = pending(docs, output, cfg, resume=resume, skip_invalid=skip_invalid, on_line=digest)
@@ -240,63 +224,56 @@ def merge(
             raise typer.Exit(1)
 
 
+TRAIN_OPTIONS = (
+    opt("model", "--model", "-m", help="Hub id, local dir, or smollm2-135m-instruct."),
+    opt("beta", help="DPO beta (default 0.1)."),
+    opt("loss_type", help="sigmoid | ipo | hinge"),
+    opt("label_smoothing", help="cDPO epsilon (sigmoid loss)."),
+    opt("sft_weight", help="Add this times the chosen side's NLL."),
+    opt("length_normalize", help="Mean, not sum, of log-probs."),
+    opt("lr", help="Peak learning rate (default 1e-6 full, 5e-5 LoRA)."),
+    opt("batch_size", help="Pairs per micro-batch per process (4)."),
+    opt("grad_accum", help="Micro-batches per optimizer step (1)."),
+    opt("epochs"),
+    opt("max_steps", help="Optimizer steps; overrides --epochs."),
+    opt("warmup_ratio"),
+    opt("max_length", help="Tokens of prompt + completion (1024)."),
+    opt("max_prompt_length"),
+    opt("loop_copies", help="Loop copies a cut rejected side keeps (4)."),
+    opt("tokenize_separately", help="Tokenise prompt and completion apart (when they merge at the boundary)."),
+    opt("eval_fraction", help="Share of documents held out."),
+    opt("eval_every"),
+    opt("dtype", help="auto | fp32 | bf16 (autocast)"),
+    opt("gradient_checkpointing"),
+    opt("ref", help="precompute (cached) | model"),
+    opt("lora.enabled", "--lora", help="Train a LoRA adapter (needs peft)."),
+    opt("lora.r", "--lora-r"),
+    opt("lora.merge", "--merge", help="With --lora: write the merged full model."),
+    opt("save_every", help="Steps between checkpoints (50; 0 none)."),
+    opt("seed"),
+    opt("threads", help="torch CPU threads."),
+)
+
+
 @app.command()
+@with_options(TRAIN_OPTIONS, config=TrainConfig)
 def train(
     pairs: Path = typer.Argument(..., help="Preference pairs (JSONL) from `dpominer pair`, or any TRL-format pairs.",
                                  dir_okay=False),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the model, metrics.jsonl and checkpoints.",
                                 file_okay=False),
     config: Path | None = CONFIG,
-    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local dir, or smollm2-135m-instruct."),
-    beta: float | None = typer.Option(None, "--beta", help="DPO beta (default 0.1)."),
-    loss_type: str | None = typer.Option(None, "--loss-type", help="sigmoid | ipo | hinge"),
-    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="cDPO epsilon (sigmoid loss)."),
-    sft_weight: float | None = typer.Option(None, "--sft-weight", help="Add this times the chosen side's NLL."),
-    length_normalize: bool | None = typer.Option(None, "--length-normalize", help="Mean, not sum, of log-probs."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-6 full, 5e-5 LoRA)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per micro-batch per process (4)."),
-    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (1)."),
-    epochs: float | None = typer.Option(None, "--epochs"),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
-    warmup_ratio: float | None = typer.Option(None, "--warmup-ratio"),
-    max_length: int | None = typer.Option(None, "--max-length", help="Tokens of prompt + completion (1024)."),
-    max_prompt_length: int | None = typer.Option(None, "--max-prompt-length"),
-    loop_copies: int | None = typer.Option(None, "--loop-copies", help="Loop copies a cut rejected side keeps (4)."),
-    tokenize_separately: bool | None = typer.Option(
-        None, "--tokenize-separately", help="Tokenise prompt and completion apart (when they merge at the boundary)."),
-    eval_fraction: float | None = typer.Option(None, "--eval-fraction", help="Share of documents held out."),
-    eval_every: int | None = typer.Option(None, "--eval-every"),
-    dtype: str | None = typer.Option(None, "--dtype", help="auto | fp32 | bf16 (autocast)"),
-    gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing"),
-    ref: str | None = typer.Option(None, "--ref", help="precompute (cached) | model"),
-    lora: bool | None = typer.Option(None, "--lora", help="Train a LoRA adapter (needs peft)."),
-    lora_r: int | None = typer.Option(None, "--lora-r"),
-    merge: bool | None = typer.Option(None, "--merge", help="With --lora: write the merged full model."),
-    save_every: int | None = typer.Option(None, "--save-every", help="Steps between checkpoints (50; 0 none)."),
-    seed: int | None = typer.Option(None, "--seed"),
-    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
     resume: bool = typer.Option(False, "--resume", help="Go on from the newest checkpoint in OUTPUT."),
     skip_invalid: bool = SKIP_INVALID,
+    flags: Flags = None,
 ) -> None:
     """Train the model on the pairs with DPO (our own loop; precomputed reference; LoRA; torchrun)."""
     from .runinfo import InputDigest, write_meta
-    from .train.config import TrainConfig
     from .train.loop import TrainingStopped
     from .train.loop import train as run_train
     from .ui import show_train_summary, training_progress
 
-    flags = {k: (f"--{k.split('.')[-1].replace('_', '-')}", v) for k, v in {
-        "model": model, "beta": beta, "loss_type": loss_type, "label_smoothing": label_smoothing,
-        "sft_weight": sft_weight, "length_normalize": length_normalize, "lr": lr, "batch_size": batch_size,
-        "grad_accum": grad_accum, "epochs": epochs, "max_steps": max_steps, "warmup_ratio": warmup_ratio,
-        "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
-        "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
-        "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "ref": ref, "lora.enabled": lora,
-        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads}.items()}
-    flags |= {"lora.enabled": ("--lora", lora), "lora.r": ("--lora-r", lora_r)}
     with user_errors():
-        from .config import build_config
-
         cfg = build_config(TrainConfig, config, flags)
         main_process = os.environ.get("RANK", "0") == "0"
         try:
@@ -331,9 +308,7 @@ def eval_(
 ) -> None:
     """Degeneration rate (95 % CI) and fidelity of models before/after training, on the same documents."""
     from .evaluate import run_eval
-    from .records import write_json
     from .runinfo import write_meta
-    from .scoring import ScoreConfig
     from .ui import show_eval
 
     with user_errors():

@@ -6,9 +6,12 @@ name the flag (``--min-margin: ...``) or the file and key (``cfg.toml: policy.mi
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -75,3 +78,96 @@ def build_config(model: type[C], file: Path | None, flags: dict[str, tuple[str, 
             raise InputError(f"{flag[0]}: {message} (got {flag[1]!r})") from None
         where = f"{file}: " if file is not None else ""
         raise InputError(f"{where}{dotted}: {message}") from None
+
+
+# ------------------------------------------------------------------------------- flags, declared once
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One command-line option: the dotted config key it sets and its flag names. Its type, and its help
+    unless given here, come from the config field it sets."""
+
+    key: str
+    decls: tuple[str, ...]
+    help: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """The name errors use: the first long name (``--reject-worse`` of ``--reject-worse/--no-…``)."""
+        return next((d for d in self.decls if d.startswith("--")), self.decls[0]).split("/")[0]
+
+    @property
+    def param(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def opt(key: str, *decls: str, help: str | None = None) -> Opt:
+    return Opt(key, decls or (f"--{key.rsplit('.', 1)[-1].replace('_', '-')}",), help)
+
+
+class Flags(dict):
+    """Dotted config key → (flag name, value given or None), as :func:`build_config` takes them."""
+
+    def section(self, prefix: str) -> Flags:
+        """The flags under ``prefix.``, keyed without it."""
+        return Flags({k.removeprefix(prefix + "."): v for k, v in self.items() if k.startswith(prefix + ".")})
+
+    def outside(self, prefix: str) -> Flags:
+        """The flags not under ``prefix.``."""
+        return Flags({k: v for k, v in self.items() if not k.startswith(prefix + ".")})
+
+    def value(self, key: str) -> Any:
+        return self[key][1]
+
+
+def _field(models: dict[str, type[BaseModel]], key: str):
+    """The pydantic field a dotted key names; ``models`` maps a first key part to its model ("" = the rest)."""
+    head, _, rest = key.partition(".")
+    model, parts = (models[head], rest.split(".")) if head in models and rest else (models[""], key.split("."))
+    for part in parts[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[parts[-1]]
+
+
+def _flag_type(annotation: Any) -> Any:
+    """The type typer parses a flag as: Optional and Literal unwrapped (pydantic checks the value)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Literal:
+        return type(args[0])
+    if args and get_origin(annotation) is not list:
+        return _flag_type(args[0])
+    return annotation
+
+
+def with_options(table: tuple[Opt, ...], **models: type[BaseModel]):
+    """Give a typer command the options of ``table``; it receives them as ``flags: Flags``.
+
+    ``models`` are the configs the keys belong to (``config=`` for plain keys, a name for keys under that
+    prefix), so a flag's type and default help are those of its config field: declared once.
+    """
+    import typer
+
+    models = {"": models.pop("config"), **models}
+
+    def wrap(command):
+        signature = inspect.signature(command, eval_str=True)
+        fixed = [p for name, p in signature.parameters.items() if name != "flags"]
+        added = []
+        for option in table:
+            field = _field(models, option.key)
+            description = field.description and field.description[0].upper() + field.description[1:] + "."
+            info = typer.Option(None, *option.decls, help=option.help or description)
+            added.append(inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=info,
+                                           annotation=_flag_type(field.annotation) | None))
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            flags = Flags({o.key: (o.flag, kwargs.pop(o.param)) for o in table})
+            return command(**kwargs, flags=flags)
+
+        run.__signature__ = signature.replace(parameters=fixed + added)
+        run.__annotations__ = {p.name: p.annotation for p in fixed + added}
+        return run
+
+    return wrap

@@ -16,7 +16,10 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections import Counter
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from itertools import repeat
+from operator import add, mul
 
 from pydantic import BaseModel, ConfigDict
 from rapidfuzz.distance import Indel, Levenshtein
@@ -47,51 +50,133 @@ def cer(hypothesis: str, reference: str) -> float:
 
 
 def wer(hypothesis: str, reference: str) -> float:
-    ref_words, hyp_words = reference.split(), hypothesis.split()
+    return _wer(hypothesis.split(), reference.split())
+
+
+def _wer(hyp_words: list[str], ref_words: list[str]) -> float:
     if not ref_words:
         return 0.0 if not hyp_words else float(len(hyp_words))
-    return Levenshtein.distance(hyp_words, ref_words) / len(ref_words)
+    return _distance(Levenshtein, hyp_words, ref_words) / len(ref_words)
 
 
-def _ngrams(words: list[str], n: int) -> Counter:
-    return Counter(zip(*(words[i:] for i in range(n)), strict=False))  # ragged on purpose
+VECTOR_WORDS = 128  # from this many hypothesis words on, numpy counts n-grams (below, its call overhead loses)
+
+
+@dataclass
+class _ReferenceNgrams:
+    """A reference's words as integer ids (from 1) and, per order 1..4, its n-gram counts keyed by one
+    integer per n-gram and whether every count is 1."""
+
+    length: int
+    vocab: dict[str, int]
+    ids: list[int]
+    counts: list[Counter]
+    distinct: list[bool]
+
+    @cached_property
+    def sorted_counts(self):
+        """Per order: (sorted unique n-gram keys, their counts) as numpy arrays, for long hypotheses."""
+        import numpy as np
+
+        keys = _ngram_keys(np.array(self.ids, dtype=np.int64), len(self.vocab) + 1)
+        return [np.unique(k, return_counts=True) for k in keys]
 
 
 @lru_cache(maxsize=64)
-def _reference_ngrams(reference: str) -> tuple[int, list[Counter]]:
-    """A reference's word count and 1..4-gram counts: computed once for all of its candidates."""
+def _reference_ngrams(reference: str) -> _ReferenceNgrams:
+    """Computed once for all of a reference's candidates."""
     words = reference.split()
-    return len(words), [_ngrams(words, n) for n in range(1, 5)]
+    vocab: dict[str, int] = {}
+    ids = [vocab.setdefault(w, len(vocab) + 1) for w in words]
+    counts = [Counter(keys) for keys in _ngram_keys(ids, len(vocab) + 1)]
+    return _ReferenceNgrams(len(words), vocab, ids, counts, [len(c) == sum(c.values()) for c in counts])
 
 
-def bleu4(hypothesis: str, reference: str) -> float:
+def _ngram_keys(ids, base: int) -> list:
+    """The 1..4-grams of ``ids`` (a list, or a numpy int64 array), each as one integer: its ids as digits
+    in ``base``, so equal n-grams of one order, and only they, get equal keys."""
+    orders = [ids]
+    for n in range(2, 5):
+        if isinstance(ids, list):  # key·base + next id at every position (map keeps the loop in C)
+            orders.append(list(map(add, map(mul, orders[-1], repeat(base)), ids[n - 1:])))
+        else:
+            orders.append(orders[-1][:-1] * base + ids[n - 1:])
+    return orders
+
+
+def _clipped_matches(hyp_keys: list[int], ref_counts: Counter, ref_distinct: bool) -> int:
+    """Σ over n-grams of min(count in the hypothesis, count in the reference)."""
+    hyp_set = set(hyp_keys)
+    if ref_distinct or len(hyp_set) == len(hyp_keys):  # one side counts 1 each: min is 1 per shared n-gram
+        return len(hyp_set.intersection(ref_counts))
+    hyp_counts = Counter(hyp_keys)
+    return sum(map(min, hyp_counts.values(), map(ref_counts.get, hyp_counts, repeat(0))))
+
+
+def _clipped_matches_vector(hyp_keys, ref_sorted) -> int:
+    """The same for a numpy array of keys against the reference's (sorted unique keys, counts)."""
+    import numpy as np
+
+    keys, counts = np.unique(hyp_keys, return_counts=True)
+    ref_keys, ref_counts = ref_sorted
+    at = np.minimum(np.searchsorted(ref_keys, keys), len(ref_keys) - 1)
+    shared = ref_keys[at] == keys
+    return int(np.minimum(counts[shared], ref_counts[at[shared]]).sum())
+
+
+def _matches_per_order(hyp: list[str], ref: _ReferenceNgrams, orders: int) -> list[int]:
+    base = len(ref.vocab) + 1
+    if len(hyp) < VECTOR_WORDS or base**4 >= 2**63:  # short, or keys that would overflow int64
+        keys = _ngram_keys(list(map(ref.vocab.get, hyp, repeat(0))), base)
+        return [_clipped_matches(keys[n], ref.counts[n], ref.distinct[n]) for n in range(orders)]
+    import numpy as np
+
+    keys = _ngram_keys(np.fromiter(map(ref.vocab.get, hyp, repeat(0)), np.int64, len(hyp)), base)
+    return [_clipped_matches_vector(keys[n], ref.sorted_counts[n]) for n in range(orders)]
+
+
+def bleu4(hypothesis: str, reference: str, hyp_words: list[str] | None = None) -> float:
     """Sentence BLEU-4 over words: uniform weights, brevity penalty, +0.1 for zero matches (Chen &
     Cherry 2014, method 1), and the effective order of sacrebleu: n-gram orders longer than the
-    hypothesis are left out, so identical two-word texts score 1, not 0.3."""
-    hyp = hypothesis.split()
-    ref_len, ref_ngrams = _reference_ngrams(reference)
-    if not hyp or not ref_len:
-        return float(not hyp and not ref_len)
-    log_precisions = []
-    for n in range(1, min(4, len(hyp)) + 1):
-        hyp_ngrams = _ngrams(hyp, n)
-        matches = sum(min(count, ref_ngrams[n - 1][gram]) for gram, count in hyp_ngrams.items())
-        log_precisions.append(math.log((matches or 0.1) / (len(hyp) - n + 1)))
-    brevity = 1.0 if len(hyp) > ref_len else math.exp(1 - ref_len / len(hyp))
+    hypothesis are left out, so identical two-word texts score 1, not 0.3.
+
+    Words are integer ids (0 for a word the reference lacks, which no reference n-gram holds) and an
+    n-gram is one integer: clipped counts are a set intersection where one side repeats no n-gram of
+    that order, and numpy's sorted counts for long hypotheses. ``hyp_words``: the split hypothesis."""
+    hyp = hypothesis.split() if hyp_words is None else hyp_words
+    ref = _reference_ngrams(reference)
+    if not hyp or not ref.length:
+        return float(not hyp and not ref.length)
+    log_precisions = [math.log((matches or 0.1) / (len(hyp) - n)) for n, matches in
+                      enumerate(_matches_per_order(hyp, ref, min(4, len(hyp))))]
+    brevity = 1.0 if len(hyp) > ref.length else math.exp(1 - ref.length / len(hyp))
     return brevity * math.exp(sum(log_precisions) / len(log_precisions))
+
+
+def _distance(metric, a, b) -> int:
+    """``metric.distance(a, b)``, exact, computed in a band around the diagonal that widens until it
+    holds the answer: a near-copy costs a thin band instead of the whole len(a)×len(b) table."""
+    bound = max(abs(len(a) - len(b)), 32)
+    while True:
+        distance = metric.distance(a, b, score_cutoff=bound)
+        if distance <= bound:
+            return distance
+        bound *= 4
 
 
 def fidelity(hypothesis: str, reference: str, cfg: FidelityConfig | None = None) -> dict[str, float]:
     """All fidelity metrics of one candidate against its reference."""
     cfg = cfg or FidelityConfig()
     hyp, ref = normalise(hypothesis, cfg), normalise(reference, cfg)
-    lev_ratio = Indel.normalized_similarity(hyp, ref)  # python-Levenshtein's ratio()
-    bleu = bleu4(hyp, ref)
-    distance = Levenshtein.distance(hyp, ref)  # once, for both CER and similarity
+    total = len(hyp) + len(ref)
+    lev_ratio = 1.0 - _distance(Indel, hyp, ref) / total if total else 1.0  # python-Levenshtein's ratio()
+    hyp_words = hyp.split()
+    bleu = bleu4(hyp, ref, hyp_words)
+    distance = _distance(Levenshtein, hyp, ref)  # once, for both CER and similarity
     longest = max(len(hyp), len(ref))
     return {
         "cer": round(distance / len(ref) if ref else float(len(hyp)), 6),
-        "wer": round(wer(hyp, ref), 6),
+        "wer": round(_wer(hyp_words, ref.split()), 6),
         "similarity": round(1 - distance / longest if longest else 1.0, 6),
         "bleu4": round(bleu, 6),
         "composite": round((lev_ratio + bleu) / 2, 6),

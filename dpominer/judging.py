@@ -18,8 +18,19 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Backend, Request, SamplingSpec, make_backend
-from .records import CandidateRecord, Document, InputError
-from .rubric import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
+from .records import CandidateRecord, Document, InputError, iter_jsonl
+from .rubric import (
+    DEFAULT_RUBRIC,
+    RETRY_NOTE,
+    JudgeError,
+    Rubric,
+    json_schema,
+    load_rubric,
+    messages,
+    parse,
+    spearman,
+)
+from .runinfo import InputDigest
 from .sample import SampleConfig, chunks, derive_seed, partial_path, recover_partial, render
 from .scoring import ScoreConfig, Summary, count_record, read_records, score_record
 
@@ -38,6 +49,29 @@ class JudgeConfig(BaseModel):
     max_model_len: int | None = Field(None, ge=16)
     dtype: str = "auto"
     threads: int | None = Field(None, ge=1)
+
+
+def judge_config(flags: dict[str, tuple[str, Any]], rubric: Path | None) -> JudgeConfig:
+    """The judge's settings from its flags (``--judge``, ``--judge-backend``, …) and ``--rubric``."""
+    from .config import build_config
+
+    cfg = build_config(JudgeConfig, None, flags)
+    return cfg if rubric is None else cfg.model_copy(update={"rubric": load_rubric(rubric)})
+
+
+def score_with_judge(src: Path, dst: Path, score_cfg: ScoreConfig, cfg: JudgeConfig, resume: bool,
+                     skip_invalid: bool) -> tuple[Summary, InputDigest, dict]:
+    """`score --judge`: check the whole input (and take its digest) before the judge loads, then score
+    and judge it with a progress bar. Returns the summary, the input digest and the engine's settings."""
+    from .ui import judging_progress, reading
+
+    with reading(src, "checking") as digest:
+        total = sum(1 for _ in iter_jsonl(src, CandidateRecord, skip_invalid=skip_invalid, on_line=digest))
+    engine = make_judge_backend(cfg)
+    with judging_progress(total) as on_chunk:
+        summary = run_judged_score(src, dst, score_cfg, cfg, engine, resume=resume, skip_invalid=skip_invalid,
+                                   on_chunk=on_chunk)
+    return summary, digest, engine.describe()
 
 
 def make_judge_backend(cfg: JudgeConfig) -> Backend:

@@ -1,4 +1,7 @@
-"""Pair policies: from one document's scored candidates to TRL-compatible preference pairs. Pure.
+"""The `pair` stage: from each document's scored candidates to TRL-compatible preference pairs.
+
+The policy (``make_pairs``) is pure; ``run_pair`` streams a candidates file through scoring and the
+policy on every core, in input order.
 
 Default policy (``PairConfig``):
 
@@ -16,12 +19,16 @@ Default policy (``PairConfig``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import fuzz
 
-from .records import Candidate, CandidateRecord, Pair, SideScores
+from .records import Candidate, CandidateRecord, Pair, SideScores, atomic_output, dumps
+from .scoring import CandidateFacts, Progress, ScoreConfig, Summary, count_facts, facts, score_record
+from .workers import Outcome, map_jsonl, worker_count
 
 
 class PairConfig(BaseModel):
@@ -37,6 +44,12 @@ class PairConfig(BaseModel):
         "auto", description="rank candidates by CER (needs a reference) or judge score; auto: CER when there "
                             "is a reference, else the judge when candidates were judged")
     min_judge_margin: float = Field(0.2, ge=0, le=1, description="judge-score gap (0..1) for a worse-judged reject")
+
+
+class PairRunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    policy: PairConfig = Field(default_factory=PairConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
 
 
 @dataclass
@@ -167,3 +180,48 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
         for cand, reason in picked
     ]
     return PairOutcome(pairs, None)
+
+
+class _SamePromptForm:
+    """TRL reads a pairs file in one form: reject a record whose prompt form differs from the first."""
+
+    def __init__(self) -> None:
+        self.conversational: bool | None = None
+
+    def __call__(self, record: CandidateRecord | Outcome) -> None:
+        if self.conversational is None:
+            self.conversational = record.conversational
+        elif record.conversational != self.conversational:
+            have, got = ("messages", "prompt") if self.conversational else ("prompt", "messages")
+            raise ValueError(f"a '{got}' record in a file of '{have}' records; pairs need one form per file")
+
+
+PairFacts = tuple[bytes, list[CandidateFacts], list[tuple[str, str]], str | None]
+
+
+def _pair_one(record: CandidateRecord, cfg: PairRunConfig) -> PairFacts:
+    """The pairs' lines, the candidates' facts, each pair's (reason, chosen source), why no pair."""
+    score_record(record, cfg.score)
+    outcome = make_pairs(record, cfg.policy)
+    lines = b"".join(dumps(pair) for pair in outcome.pairs)
+    kinds = [(pair.reason, pair.chosen_source) for pair in outcome.pairs]
+    return lines, facts(record), kinds, outcome.no_pair_reason  # type: ignore[return-value]
+
+
+def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = False,
+             progress: Progress | None = None, workers: int = 1) -> Summary:
+    """Pairs of every record of ``src`` into ``dst`` on ``workers`` processes (0: all cores), in input order."""
+    summary = Summary()
+    with atomic_output(dst) as out:
+        for lines, candidates, kinds, no_pair in map_jsonl(
+                src, CandidateRecord, partial(_pair_one, cfg=cfg), workers=worker_count(workers, src),
+                skip_invalid=skip_invalid, on_skip=summary.skipped, on_line=progress, check=_SamePromptForm()):
+            count_facts(summary, candidates)
+            if no_pair:
+                summary.no_pair[no_pair] += 1
+            for reason, source in kinds:
+                summary.pairs += 1
+                summary.pairs_by_reason[reason] += 1
+                summary.chosen_source[source] += 1
+            out.write(lines)
+    return summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -147,7 +147,7 @@ class SideScores(BaseModel):
         for name in cls.model_fields.keys() - fields.keys() - _DERIVED:  # same-named candidate fields
             if getattr(cand, name, None) is not None:
                 fields[name] = getattr(cand, name)
-        return cls(**fields)
+        return cls.model_construct(**fields)  # every value comes from a validated candidate
 
     @classmethod
     def of_reference(cls) -> SideScores:
@@ -246,26 +246,54 @@ def iter_jsonl(
     raise ValueError on a parsed record to reject its line the same way. ``allow_empty`` accepts a
     file with no records at all (an empty shard), though not one whose every line is bad.
     """
+    parsed = ((lineno, *parse_line(raw, model)) for lineno, raw in read_lines(path, on_line))
+    for record, _ in admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, unique_ids=unique_ids,
+                           check=check, allow_empty=allow_empty):
+        yield record
+
+
+def read_lines(path: str | Path, on_line: Callable[[bytes], None] | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of every non-blank line; ``on_line`` sees every line, blank ones too."""
     path = Path(path)
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    seen: set[bytes] = set()
-    good = skipped = 0
     with handle:
         for lineno, raw in enumerate(handle, start=1):
             if on_line is not None:
                 on_line(raw)
-            if not raw.strip():
-                continue
-            problem = None
+            if raw.strip():
+                yield lineno, raw
+
+
+def parse_line(raw: bytes, model: type[M]) -> tuple[M | None, str | None]:
+    """(the record, None) or (None, what is wrong with the line)."""
+    try:
+        data = orjson.loads(raw.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        return model.model_validate(data), None
+    except UnicodeDecodeError as exc:
+        return None, f"invalid UTF-8 at byte {exc.start} of the line"
+    except orjson.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc}"
+    except ValidationError as exc:
+        return None, _describe(exc)
+    except (TypeError, ValueError) as exc:
+        return None, str(exc)
+
+
+def admit(path: str | Path, parsed: Iterable[tuple[int, Any, str | None]], *, skip_invalid: bool = False,
+          on_skip: Callable[[str], None] | None = None, unique_ids: bool = True,
+          check: Callable[[Any], None] | None = None, allow_empty: bool = False) -> Iterator[tuple[Any, int]]:
+    """The checks that depend on the lines before (duplicate ids, ``check``), and skip-or-stop, over
+    ``(line number, record, problem)`` in file order; yields ``(record, line number)`` of good lines."""
+    seen: set[bytes] = set()
+    good = skipped = 0
+    for lineno, record, problem in parsed:
+        if problem is None:
             try:
-                text = raw.decode("utf-8")
-                data = orjson.loads(text)
-                if not isinstance(data, dict):
-                    raise TypeError(f"expected a JSON object, got {type(data).__name__}")
-                record = model.model_validate(data)
                 rid = getattr(record, "id", None)
                 if unique_ids and rid is not None:
                     digest = hashlib.blake2b(rid.encode(), digest_size=8).digest()
@@ -274,24 +302,18 @@ def iter_jsonl(
                     seen.add(digest)
                 if check is not None:
                     check(record)
-            except UnicodeDecodeError as exc:
-                problem = f"invalid UTF-8 at byte {exc.start} of the line"
-            except orjson.JSONDecodeError as exc:
-                problem = f"invalid JSON: {exc}"
-            except ValidationError as exc:
-                problem = _describe(exc)
             except (TypeError, ValueError) as exc:
-                problem = str(exc)
-            if problem is not None:
-                message = f"{path}:{lineno}: {problem}"
-                if not skip_invalid:
-                    raise InputError(message)
-                skipped += 1
-                if on_skip is not None:
-                    on_skip(message)
-                continue
-            good += 1
-            yield record
+                problem = _describe(exc) if isinstance(exc, ValidationError) else str(exc)
+        if problem is not None:
+            message = f"{path}:{lineno}: {problem}"
+            if not skip_invalid:
+                raise InputError(message)
+            skipped += 1
+            if on_skip is not None:
+                on_skip(message)
+            continue
+        good += 1
+        yield record, lineno
     if good == 0 and not (allow_empty and skipped == 0):
         why = f"all {skipped} non-blank lines are invalid" if skipped else "the file is empty"
         raise InputError(f"{path}: no records ({why})")

@@ -1,8 +1,9 @@
-"""The `score` and `pair` stages: stream candidate records in, scored records or pairs out.
+"""The `score` stage: candidate records in, the same records with ``degeneration`` and ``fidelity`` out.
 
-I/O lives here and in the CLI; the decisions are the pure functions of ``degeneration``,
-``fidelity`` and ``pairing``. Both stages hold one record at a time (plus 8-byte digests of the ids
-seen, for the duplicate check), so memory stays flat in the number of documents.
+The decisions are the pure functions of ``degeneration`` and ``fidelity``; this module streams the file
+through them on every core (``workers``), keeping input order, and counts what it saw (``Summary``,
+shared with `pair`, which scores on the way). Memory stays flat in the number of documents: a few
+chunks of lines in flight plus 8-byte digests of the ids seen, for the duplicate check.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .degeneration import DetectorConfig, detect
 from .fidelity import FidelityConfig, fidelity
-from .pairing import PairConfig, make_pairs
 from .records import CandidateRecord, atomic_output, dumps, iter_jsonl
+from .workers import map_jsonl, worker_count
 
 
 class ScoreConfig(BaseModel):
@@ -26,12 +28,6 @@ class ScoreConfig(BaseModel):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     rescore: bool = Field(False, description="recompute scores that a record already carries")
-
-
-class PairRunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    policy: PairConfig = Field(default_factory=PairConfig)
-    score: ScoreConfig = Field(default_factory=ScoreConfig)
 
 
 @dataclass
@@ -91,18 +87,32 @@ def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
     return record
 
 
-def count_record(summary: Summary, record: CandidateRecord) -> None:
+CandidateFacts = tuple[str, str | None, str | None, float | None]  # finish reason, verdict, kind, CER
+
+
+def facts(record: CandidateRecord) -> list[CandidateFacts]:
+    """What the summary counts of a scored record's candidates (small: it crosses process boundaries)."""
+    return [(c.finish_reason or "unknown", c.degeneration.verdict if c.degeneration else None,
+             c.degeneration.kind if c.degeneration else None,
+             c.fidelity["cer"] if c.fidelity and "cer" in c.fidelity else None) for c in record.candidates]
+
+
+def count_facts(summary: Summary, candidates: list[CandidateFacts]) -> None:
     summary.documents += 1
-    for cand in record.candidates:
+    for finish_reason, verdict, kind, cer in candidates:
         summary.candidates += 1
-        summary.finish_reasons[cand.finish_reason or "unknown"] += 1
-        if cand.degeneration is not None:
-            summary.verdicts[cand.degeneration.verdict] += 1
-            if cand.degeneration.kind:
-                summary.kinds[cand.degeneration.kind] += 1
-        if cand.fidelity and "cer" in cand.fidelity:
-            summary.cer_sum += cand.fidelity["cer"]
+        summary.finish_reasons[finish_reason] += 1
+        if verdict is not None:
+            summary.verdicts[verdict] += 1
+            if kind:
+                summary.kinds[kind] += 1
+        if cer is not None:
+            summary.cer_sum += cer
             summary.cer_count += 1
+
+
+def count_record(summary: Summary, record: CandidateRecord) -> None:
+    count_facts(summary, facts(record))
 
 
 Progress = Callable[[bytes], None]  # called with each raw input line
@@ -113,44 +123,19 @@ def read_records(path: Path, skip_invalid: bool, summary: Summary, progress: Pro
                       on_line=progress, check=check)
 
 
-class _SamePromptForm:
-    """TRL reads a pairs file in one form: reject a record whose prompt form differs from the first."""
-
-    def __init__(self) -> None:
-        self.conversational: bool | None = None
-
-    def __call__(self, record: CandidateRecord) -> None:
-        if self.conversational is None:
-            self.conversational = record.conversational
-        elif record.conversational != self.conversational:
-            have, got = ("messages", "prompt") if self.conversational else ("prompt", "messages")
-            raise ValueError(f"a '{got}' record in a file of '{have}' records; pairs need one form per file")
+def _score_one(record: CandidateRecord, cfg: ScoreConfig) -> tuple[bytes, list[CandidateFacts]]:
+    score_record(record, cfg)
+    return dumps(record), facts(record)
 
 
 def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = False,
-              progress: Progress | None = None) -> Summary:
+              progress: Progress | None = None, workers: int = 1) -> Summary:
+    """Score every record of ``src`` into ``dst`` on ``workers`` processes (0: all cores), in input order."""
     summary = Summary()
     with atomic_output(dst) as out:
-        for record in read_records(src, skip_invalid, summary, progress):
-            score_record(record, cfg)
-            count_record(summary, record)
-            out.write(dumps(record))
-    return summary
-
-
-def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = False,
-             progress: Progress | None = None) -> Summary:
-    summary = Summary()
-    with atomic_output(dst) as out:
-        for record in read_records(src, skip_invalid, summary, progress, check=_SamePromptForm()):
-            score_record(record, cfg.score)
-            count_record(summary, record)
-            outcome = make_pairs(record, cfg.policy)
-            if outcome.no_pair_reason:
-                summary.no_pair[outcome.no_pair_reason] += 1
-            for pair in outcome.pairs:
-                summary.pairs += 1
-                summary.pairs_by_reason[pair.reason] += 1
-                summary.chosen_source[pair.chosen_source] += 1
-                out.write(dumps(pair))
+        for line, candidates in map_jsonl(src, CandidateRecord, partial(_score_one, cfg=cfg),
+                                          workers=worker_count(workers, src), skip_invalid=skip_invalid,
+                                          on_skip=summary.skipped, on_line=progress):
+            count_facts(summary, candidates)
+            out.write(line)
     return summary

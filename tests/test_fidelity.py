@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
 import jiwer
 import pytest
@@ -63,3 +64,34 @@ def test_composite_is_dharma_style_mean():
     assert scores["composite"] == pytest.approx((lev_ratio + scores["bleu4"]) / 2, abs=1e-6)
     assert fidelity("same text", "same text") == {"cer": 0.0, "wer": 0.0, "similarity": 1.0, "bleu4": 1.0,
                                                   "composite": 1.0}
+
+
+def _bleu4_with_tuples(hypothesis: str, reference: str) -> float:
+    """The textbook form (n-grams as tuples of words), to check the integer-id one against."""
+    hyp, ref = hypothesis.split(), reference.split()
+    if not hyp or not ref:
+        return float(not hyp and not ref)
+    logs = []
+    for n in range(1, min(4, len(hyp)) + 1):
+        h = Counter(tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1))
+        r = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+        logs.append(math.log((sum(min(c, r[g]) for g, c in h.items()) or 0.1) / (len(hyp) - n + 1)))
+    return (1.0 if len(hyp) > len(ref) else math.exp(1 - len(ref) / len(hyp))) * math.exp(sum(logs) / len(logs))
+
+
+def test_fast_bleu_and_banded_distances_equal_the_plain_ones():
+    from rapidfuzz.distance import Indel, Levenshtein
+
+    rng = random.Random(7)
+    words = ["a", "b", "ab", "ba", "é", "中文", "x"]
+    for i in range(400):
+        ref = " ".join(rng.choices(words, k=rng.randrange(0, 30 if i % 4 else 400)))  # long: numpy counts
+        hyp = " ".join(rng.choices(words, k=rng.randrange(0, 30))) if rng.random() < 0.5 else \
+            (ref[:rng.randrange(0, len(ref) + 1)] + " ") * rng.randrange(1, 6)
+        assert bleu4(hyp, ref) == pytest.approx(_bleu4_with_tuples(hyp, ref), rel=1e-12, abs=1e-15)
+        scores = fidelity(hyp, ref)
+        h, r = normalise(hyp, FidelityConfig()), normalise(ref, FidelityConfig())
+        assert scores["cer"] == round(Levenshtein.distance(h, r) / len(r) if r else float(len(h)), 6)
+        if r.split():
+            assert scores["wer"] == round(Levenshtein.distance(h.split(), r.split()) / len(r.split()), 6)
+        assert scores["composite"] == round((Indel.normalized_similarity(h, r) + bleu4(h, r)) / 2, 6)

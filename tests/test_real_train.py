@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from dpominer.cli import app
 from dpominer.models import resolve_model
-from dpominer.scoring import PairRunConfig, run_pair
+from dpominer.pairing import PairRunConfig, run_pair
 
 pytestmark = pytest.mark.real
 EXAMPLES = Path(__file__).parents[1] / "examples"

@@ -10,8 +10,8 @@ from conftest import read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from dpominer.cli import app
+from dpominer.pairing import PairRunConfig, run_pair
 from dpominer.report import likelihood_displacement
-from dpominer.scoring import PairRunConfig, run_pair
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).parents[1] / "examples"

@@ -1,0 +1,106 @@
+"""A JSONL file's records through one function on every core, in input order, with memory flat.
+
+`score` and `pair` spend their time per record (parse, detect, fidelity, pair, serialise) and records
+share nothing, so chunks of raw lines go to a process pool and come back in order. The main process
+reads lines, keeps the checks that depend on earlier lines (duplicate ids, one prompt form; see
+:func:`records.admit`) and writes. At most ``2 × workers`` chunks are in flight, so memory does not
+grow with the file. With one worker the same code runs in this process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from .records import admit, parse_line, read_lines
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+CHUNK_BYTES = 1 << 18  # a chunk of lines per task: large enough that pickling and IPC are noise
+AUTO_SERIAL_BYTES = 8 << 20  # with workers=0 (auto), smaller inputs run in-process: a pool costs ~1 s to start
+
+
+@dataclass
+class Outcome:
+    """A record's ``work`` result, with what the in-order checks need of the record: id and prompt form."""
+
+    id: str | None
+    conversational: bool | None
+    result: Any
+
+
+def worker_count(requested: int, path: Path) -> int:
+    """``requested`` workers, or for 0 (auto): every core this process may use, one for small inputs."""
+    if requested > 0:
+        return requested
+    try:
+        small = path.stat().st_size < AUTO_SERIAL_BYTES
+    except OSError:
+        small = True  # reading will report the problem
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if small else cores
+
+
+def _run_chunk(model: type[M], work: Callable[[M], T], lines: list[tuple[int, bytes]]):
+    """(line number, Outcome or None, problem or None) of every line: what :func:`records.admit` takes."""
+    out = []
+    for lineno, raw in lines:
+        record, problem = parse_line(raw, model)
+        outcome = None if record is None else Outcome(getattr(record, "id", None),
+                                                      getattr(record, "conversational", None), work(record))
+        out.append((lineno, outcome, problem))
+    return out
+
+
+def _chunks(lines: Iterator[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]:
+    chunk, size = [], 0
+    for line in lines:
+        chunk.append(line)
+        size += len(line[1])
+        if size >= CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def map_jsonl(path: Path, model: type[M], work: Callable[[M], T], *, workers: int = 1, skip_invalid: bool = False,
+              on_skip: Callable[[str], None] | None = None, on_line: Callable[[bytes], None] | None = None,
+              check: Callable[[Outcome], None] | None = None) -> Iterator[T]:
+    """``work(record)`` for every good record of ``path``, in file order; bad lines as
+    :func:`records.iter_jsonl` treats them (``check`` sees an :class:`Outcome`). ``work`` must be pure and
+    picklable: a module-level function, or a partial of one."""
+    lines = read_lines(path, on_line)
+    if workers <= 1:
+        parsed = (row for line in lines for row in _run_chunk(model, work, [line]))
+        for outcome, _ in admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check):
+            yield outcome.result
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        try:
+            parsed = _in_order(pool, model, work, _chunks(lines), in_flight=2 * workers)
+            for outcome, _ in admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check):
+                yield outcome.result
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # a bad line or ^C: do not finish the queue first
+            raise
+
+
+def _in_order(pool: ProcessPoolExecutor, model: type[M], work: Callable[[M], T],
+              chunks: Iterator[list[tuple[int, bytes]]], in_flight: int):
+    pending: deque[Future] = deque()
+    for chunk in chunks:
+        pending.append(pool.submit(_run_chunk, model, work, chunk))
+        if len(pending) >= in_flight:
+            yield from pending.popleft().result()
+    while pending:
+        yield from pending.popleft().result()
