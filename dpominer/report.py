@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
-from .records import InputError, atomic_output
+from .records import Candidate, CandidateRecord, InputError, Message, Pair, atomic_output, first_error
 
 
 @dataclass
 class Runs:
     evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     metrics: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)  # scored candidate dicts, flattened
+    pairs: list[Pair] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)  # scored, flattened
     sources: list[str] = field(default_factory=list)
 
 
@@ -40,7 +41,6 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _add_file(runs: Runs, path: Path) -> None:
-    from .records import CandidateRecord
     from .scoring import ScoreConfig, score_record
 
     label = path.parent.name if path.name in {"eval.json", "metrics.jsonl"} else path.stem
@@ -55,16 +55,24 @@ def _add_file(runs: Runs, path: Path) -> None:
         if "step" in first and "loss" in first:
             runs.metrics.append((label, rows))
         elif "chosen" in first and "rejected" in first:
-            runs.pairs += rows
+            runs.pairs += [_validate(Pair, row, path, lineno) for lineno, row in enumerate(rows, 1)]
         elif "candidates" in first:
             cfg = ScoreConfig()
-            for row in rows:
-                record = score_record(CandidateRecord.model_validate(row), cfg)  # scores kept when present
-                runs.candidates += [c.model_dump(exclude_none=True) for c in record.candidates]
+            for lineno, row in enumerate(rows, start=1):
+                record = _validate(CandidateRecord, row, path, lineno)
+                runs.candidates += score_record(record, cfg).candidates  # scores kept when present
         else:
             raise InputError(f"{path}: not candidates, pairs or training metrics (first record's keys: "
                              f"{', '.join(list(first)[:6]) or 'none'})")
     runs.sources.append(str(path))
+
+
+def _validate(model, row: dict[str, Any], path: Path, lineno: int):
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        where, why = first_error(exc)
+        raise InputError(f"{path}:{lineno}: {where}: {why}") from None
 
 
 def collect(paths: list[Path]) -> Runs:
@@ -104,9 +112,8 @@ def _plot_degeneration(ax, runs: Runs) -> int:
     return len(labels)
 
 
-def _side_cer(pairs: list[dict[str, Any]], side: str) -> list[float]:
-    values = [(p.get(f"{side}_scores") or {}).get("fidelity", {}).get("cer") for p in pairs]
-    return [v for v in values if v is not None]
+def _side_cer(pairs: list[Pair], side: str) -> list[float]:
+    return [p.scores(side).cer for p in pairs if p.scores(side).cer is not None]
 
 
 def _plot_cer(ax, runs: Runs) -> int:
@@ -126,15 +133,14 @@ def _loops(runs: Runs) -> list[tuple[int, float]]:
     """(unit length, onset as a fraction of the text) of every degenerate candidate seen."""
     out = []
     for cand in runs.candidates:
-        deg = cand.get("degeneration") or {}
-        if deg.get("verdict") == "degenerate" and deg.get("unit") and deg.get("start_char") is not None:
-            out.append((len(deg["unit"]), deg["start_char"] / max(len(cand["text"]), 1)))
+        deg = cand.degeneration
+        if deg and deg.verdict == "degenerate" and deg.unit and deg.start_char is not None:
+            out.append((len(deg.unit), deg.start_char / max(len(cand.text), 1)))
     if not out:
         for p in runs.pairs:
-            s = p.get("rejected_scores") or {}
-            text = p["rejected"] if isinstance(p["rejected"], str) else p["rejected"][-1]["content"]
-            if s.get("verdict") == "degenerate" and s.get("unit_len") and s.get("start_char") is not None:
-                out.append((s["unit_len"], s["start_char"] / max(len(text), 1)))
+            s = p.rejected_scores
+            if s.verdict == "degenerate" and s.unit_len and s.start_char is not None:
+                out.append((s.unit_len, s.start_char / max(len(_completion_text(p.rejected)), 1)))
     return out
 
 
@@ -153,7 +159,7 @@ def _plot_loop_shape(axes, runs: Runs) -> int:
 def _plot_reasons(ax, runs: Runs) -> int:
     counts: dict[str, int] = {}
     for p in runs.pairs:
-        counts[p.get("reason", "unknown")] = counts.get(p.get("reason", "unknown"), 0) + 1
+        counts[p.reason or "unknown"] = counts.get(p.reason or "unknown", 0) + 1
     if counts:
         ax.barh(list(counts), list(counts.values()), color="#64b5cd")
         ax.set_xlabel("pairs")
@@ -207,8 +213,8 @@ def _figure(draw, rows: int = 1, cols: int = 1) -> tuple[bytes, int]:
     return buf.getvalue(), points
 
 
-def _completion_text(value: Any) -> str:
-    return value if isinstance(value, str) else value[-1]["content"]
+def _completion_text(value: str | list[Message]) -> str:
+    return value if isinstance(value, str) else value[-1].content
 
 
 def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
@@ -221,15 +227,15 @@ def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
     return ("…" if start > 300 else "") + html.escape(head) + f"<mark>{html.escape(loop)}</mark>{cut}"
 
 
-def _examples(pairs: list[dict[str, Any]], count: int) -> str:
-    picked = [p for p in pairs if p.get("reason") == "rejected_degenerate"][:count] or pairs[:count]
+def _examples(pairs: list[Pair], count: int) -> str:
+    picked = [p for p in pairs if p.reason == "rejected_degenerate"][:count] or pairs[:count]
     rows = []
     for p in picked:
-        scores = p.get("rejected_scores") or {}
+        scores = p.rejected_scores
         rows.append(
-            f"<tr><td>{html.escape(str(p.get('id', '')))}<br><small>{html.escape(str(scores.get('kind') or ''))}"
-            f"</small></td><td class=t>{html.escape(_completion_text(p['chosen'])[:600])}</td>"
-            f"<td class=t>{_highlighted(_completion_text(p['rejected']), scores.get('start_char'))}</td></tr>")
+            f"<tr><td>{html.escape(p.id or '')}<br><small>{html.escape(scores.kind or '')}"
+            f"</small></td><td class=t>{html.escape(_completion_text(p.chosen)[:600])}</td>"
+            f"<td class=t>{_highlighted(_completion_text(p.rejected), scores.start_char)}</td></tr>")
     if not rows:
         return ""
     return ("<h2>Example pairs</h2><p>The loop is highlighted from the onset the detector found.</p>"
