@@ -111,3 +111,38 @@ def test_config_file_and_flags(candidates_file, tmp_path):
     cfg.write_text("[policy]\nmax_pairs = 1\n")
     result = run("pair", candidates_file, "-o", tmp_path / "r.jsonl", "--config", cfg)
     assert result.exit_code == 1 and "pair.toml: policy.max_pairs: Extra inputs are not permitted" in result.output
+
+
+def test_an_option_declared_once_reaches_its_config_key_and_names_itself():
+    import typer
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from dpominer.config import build_config, opt, with_options
+
+    class Inner(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        r: int = Field(1, ge=1, description="adapter rank")
+
+    class Cfg(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        inner: Inner = Field(default_factory=Inner)
+        on: bool = False
+
+    seen = []
+    toy = typer.Typer()
+
+    @toy.command()
+    @with_options((opt("inner.r", "--rank"), opt("on", "--on/--off", help="Switch.")), config=Cfg)
+    def cmd(name: str = typer.Argument("x"), flags=None) -> None:
+        from dpominer.cli import user_errors
+
+        with user_errors():
+            seen.append(build_config(Cfg, None, flags))
+
+    assert CliRunner().invoke(toy, ["n", "--rank", "3", "--on"]).exit_code == 0
+    assert seen[-1] == Cfg(inner=Inner(r=3), on=True)
+    assert CliRunner().invoke(toy, ["n"]).exit_code == 0 and seen[-1] == Cfg()  # not given: the default
+    bad = CliRunner().invoke(toy, ["n", "--rank", "0"])
+    assert bad.exit_code == 1 and "--rank: Input should be greater than or equal to 1 (got 0)" in bad.output
+    shown = CliRunner().invoke(toy, ["--help"], env={"COLUMNS": "200"}).output
+    assert "Adapter rank." in shown and "--off" in shown  # help from the config field unless given
