@@ -37,9 +37,14 @@ def checkout(ref: str) -> Path | None:
     return target
 
 
-def run_cli(code: Path, *args: str) -> float:
-    """Wall seconds of ``python -m dpominer ARGS`` with the package from ``code``."""
-    env = os.environ | {"PYTHONPATH": str(code)}
+def run_cli(code: Path, *args: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``python -m dpominer ARGS`` with the package from ``code``; CPU time
+    includes the processes it started and waited for (a pool's workers)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dpominer", *args], check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    child = subprocess.Popen([sys.executable, "-m", "dpominer", *args], env=os.environ | {"PYTHONPATH": str(code)},
+                             stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"dpominer {args[0]} failed ({code}): exit {child.returncode}")
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
