@@ -64,7 +64,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="candidates in the large run")
     parser.add_argument("--baseline", default=BEFORE_ISSUE_13, help="git ref of the code to compare against")
-    parser.add_argument("--workers", default="0", help="--workers of this checkout's all-core run (0: all)")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    parser.add_argument("--workers", default=str(cores),
+                        help="--workers of this checkout's all-core run (default: every core, at both sizes, so "
+                             "the memory ratio compares pool with pool)")
     args = parser.parse_args()
     base = checkout(args.baseline)
     runs = [(f"baseline {args.baseline}", base, ())] if base else []
