@@ -175,6 +175,7 @@ def sample(
     trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code"),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (backend openai)."),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Requests in flight (backend openai)."),
+    dpi: int | None = typer.Option(None, "--dpi", help="Resolution PDF pages are rendered at (150)."),
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
     """Sample n candidates per document with vLLM, transformers, or an OpenAI-compatible server."""
@@ -197,7 +198,8 @@ def sample(
                  "tensor_parallel_size": ("--tensor-parallel-size", tensor_parallel_size),
                  "gpu_memory_utilization": ("--gpu-memory-utilization", gpu_memory_utilization),
                  "threads": ("--threads", threads), "trust_remote_code": ("--trust-remote-code", trust_remote_code),
-                 "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency)}
+                 "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency),
+                 "dpi": ("--dpi", dpi)}
         cfg = build_config(SampleConfig, config, flags)
         done, left = pending(docs, output, cfg, resume=resume, skip_invalid=skip_invalid)
         engine = make_backend(cfg)

@@ -49,8 +49,8 @@ def make_judge_backend(cfg: JudgeConfig):
 def task_text(record: CandidateRecord) -> str:
     """What the model was asked: the last user message, or the prompt string."""
     if record.messages is not None:
-        users = [m.content for m in record.messages if m.role == "user"]
-        return users[-1] if users else record.messages[-1].content
+        users = [m.text for m in record.messages if m.role == "user"]
+        return users[-1] if users else record.messages[-1].text
     return record.prompt or ""
 
 
