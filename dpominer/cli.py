@@ -272,6 +272,10 @@ def train(
     lora: bool | None = typer.Option(None, "--lora", help="Train a LoRA adapter (needs peft)."),
     lora_r: int | None = typer.Option(None, "--lora-r"),
     merge: bool | None = typer.Option(None, "--merge", help="With --lora: write the merged full model."),
+    freeze_vision: bool | None = typer.Option(
+        None, "--freeze-vision/--no-freeze-vision", help="VLMs: keep the vision tower and projector frozen "
+        "(default; LoRA then targets the language model only)."),
+    dpi: int | None = typer.Option(None, "--dpi", help="Resolution PDF pages are rendered at (150)."),
     save_every: int | None = typer.Option(None, "--save-every", help="Steps between checkpoints (50; 0 none)."),
     seed: int | None = typer.Option(None, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
@@ -292,7 +296,8 @@ def train(
         "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
         "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "ref": ref, "lora.enabled": lora,
-        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads}.items()}
+        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads,
+        "freeze_vision": freeze_vision, "dpi": dpi}.items()}
     flags |= {"lora.enabled": ("--lora", lora), "lora.r": ("--lora-r", lora_r)}
     with user_errors():
         from .config import build_config

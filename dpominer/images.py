@@ -111,6 +111,8 @@ def _pdf_page_count(full: str, shown: str) -> int:
 def load(ref: ImageRef, base: Path, dpi: int = DEFAULT_DPI):
     """The image as an 8-bit RGB PIL image, as a viewer shows it. Raises ValueError when unreadable."""
     full = ref_path(resolve(ref, base))
+    if not os.path.exists(full):
+        raise ValueError(f"{ref_path(ref)}: no such file")
     if isinstance(ref, PdfPage):
         return _render_pdf_page(full, ref, dpi)
     from PIL import Image, ImageOps, UnidentifiedImageError
