@@ -140,3 +140,25 @@ def test_image_pairs_need_their_images_and_an_image_model(tmp_path: Path, vlm: P
     assert f"{broken}:2: images[0]: pages/gone.png: no such file" in " ".join(result.output.split())
     result = _train(image_pairs, tmp_path / "text", tiny_model)
     assert result.exit_code == 1 and "takes no images" in result.output
+
+
+def test_resume_from_a_checkpoint_replays_the_same_trajectory(tmp_path: Path, vlm: Path, image_pairs: Path,
+                                                              monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("DPOMINER_CACHE", str(tmp_path / "cache"))
+    flags = ("--lr", "1e-3", "--max-steps", "4", "--save-every", "2",
+             "--eval-fraction", "0.3")
+    result = _train(image_pairs, tmp_path / "whole", vlm, *flags)
+    assert result.exit_code == 0, result.output
+    whole = read_jsonl(tmp_path / "whole" / "metrics.jsonl")
+    assert "eval/loss" in whole[-1]
+    # a run stopped after its step-2 checkpoint: no final model yet
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    for name in ("model.safetensors", "config.json"):
+        (tmp_path / "cut" / name).unlink()
+    result = _train(image_pairs, tmp_path / "cut", vlm, *flags, "--resume")
+    assert result.exit_code == 0, result.output
+    resumed = read_jsonl(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in whole], abs=1e-6)
