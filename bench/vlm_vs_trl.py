@@ -58,7 +58,8 @@ def make_pairs(root: Path, count: int) -> Path:
     run_pair(root / "candidates.jsonl", root / "all.jsonl", PairRunConfig())
     keep = ("images", "prompt", "chosen", "rejected")  # no provenance: as TRL sees the pairs
     out = root / "pairs.jsonl"
-    out.write_text("".join(json.dumps({k: json.loads(line)[k] for k in keep}) + "\n" for line in (root / "all.jsonl").open()))
+    rows = [json.loads(line) for line in (root / "all.jsonl").open()]
+    out.write_text("".join(json.dumps({k: row[k] for k in keep}) + "\n" for row in rows))
     return out
 
 

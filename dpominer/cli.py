@@ -331,6 +331,7 @@ def eval_(
     max_tokens: int = typer.Option(512, "--max-tokens"),
     seed: int = typer.Option(0, "--seed"),
     backend: str = typer.Option("auto", "--backend", help="auto | vllm | hf | openai"),
+    dpi: int | None = typer.Option(None, "--dpi", help="Resolution PDF pages are rendered at (150)."),
     sample_config: Path | None = typer.Option(None, "--sample-config", help="More `sample` settings (TOML/JSON).",
                                               dir_okay=False),
 ) -> None:
@@ -349,6 +350,7 @@ def eval_(
         flags = ["-n", str(n), "--temperature", str(temperature), "--max-tokens", str(max_tokens),
                  "--seed", str(seed), "--backend", backend]
         flags += ["--config", str(sample_config)] if sample_config else []
+        flags += ["--dpi", str(dpi)] if dpi else []
         result = run_eval(docs, model, candidates, output, flags, ScoreConfig())
         write_json(output / "eval.json", result | {"sampling": {"n": n, "temperature": temperature,
                                                                 "max_tokens": max_tokens, "seed": seed}})

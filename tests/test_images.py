@@ -195,3 +195,21 @@ def test_a_text_model_refuses_image_documents_per_document(tmp_path: Path, tiny_
                                       str(tiny_model), "--backend", "hf", "-n", "1", "--max-tokens", "4"])
     assert result.exit_code == 0, result.output
     assert "takes no images" in read_jsonl(tmp_path / "c.jsonl")[0]["error"]
+
+
+def test_report_shows_the_page_of_each_example_pair(tmp_path: Path):
+    render_page(GERMAN, tmp_path / "data" / "de.png")
+    chosen = [{"role": "assistant", "content": [{"type": "text", "text": GERMAN}]}]
+    rejected = [{"role": "assistant", "content": [{"type": "text", "text": GERMAN[:20] + " und so" * 30}]}]
+    pair = {"id": "de", "images": ["../data/de.png"], "prompt": image_doc("de", "", "")["messages"],
+            "chosen": chosen, "rejected": rejected, "reason": "rejected_degenerate", "chosen_source": "reference",
+            "rejected_index": 0, "rejected_scores": {"verdict": "degenerate", "start_char": 20, "unit_len": 8}}
+    gone = pair | {"id": "gone", "images": ["../data/gone.png"]}
+    (tmp_path / "pairs").mkdir()
+    pairs = write_jsonl(tmp_path / "pairs" / "pairs.jsonl", [pair, gone])
+    result = CliRunner().invoke(app, ["report", str(pairs), "-o", str(tmp_path / "report.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<img class=page") == 1 and "<th>page</th>" in page
+    assert "images[0]: ../data/gone.png: no such file" in page
+    assert "<mark>" in page and "Würde" in page
