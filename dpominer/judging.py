@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Request, SamplingSpec
+from .images import rebase_record
 from .judge import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
 from .mining import ScoreConfig, Summary, count_record, read_records, score_record
 from .records import CandidateRecord, Document, InputError
@@ -135,7 +136,8 @@ def run_judged_score(src: Path, dst: Path, score_cfg: ScoreConfig, cfg: JudgeCon
                 count_record(summary, record)
                 agreement += [(c.judge["score"], c.fidelity["cer"]) for c in record.candidates
                               if c.judge and "score" in c.judge and c.fidelity and "cer" in c.fidelity]
-                out.write(orjson.dumps(record.model_dump(exclude_none=True)) + b"\n")
+                data = rebase_record(record.model_dump(exclude_none=True), src.parent, dst.parent)
+                out.write(orjson.dumps(data) + b"\n")
             out.flush()
             os.fsync(out.fileno())
             if on_chunk is not None:

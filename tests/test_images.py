@@ -213,3 +213,17 @@ def test_report_shows_the_page_of_each_example_pair(tmp_path: Path):
     assert page.count("<img class=page") == 1 and "<th>page</th>" in page
     assert "images[0]: ../data/gone.png: no such file" in page
     assert "<mark>" in page and "Würde" in page
+
+
+def test_merge_rewrites_image_paths_of_shards_in_other_folders(tmp_path: Path):
+    from conftest import candidate_record
+
+    shard = candidate_record("a", [(PASSAGE, "stop")], messages=True)
+    shard |= {"images": ["../pages/a.png"], "messages": image_doc("a", "", "")["messages"]}
+    same = shard | {"id": "b", "images": ["pages/b.png"]}
+    (tmp_path / "shard0").mkdir()
+    first = write_jsonl(tmp_path / "shard0" / "0.jsonl", [shard])
+    second = write_jsonl(tmp_path / "1.jsonl", [same])
+    result = CliRunner().invoke(app, ["merge", str(first), str(second), "-o", str(tmp_path / "all.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert [r["images"] for r in read_jsonl(tmp_path / "all.jsonl")] == [["pages/a.png"], ["pages/b.png"]]
