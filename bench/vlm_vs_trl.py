@@ -13,10 +13,11 @@ vision collator (`DataCollatorForVisionPreference`, images column cast to `Image
 `processing_class`, max_length=None) and `_compute_loss`, against ours from `tokenize_image_pair`,
 `collate`, `CompletionLogps` and `dpo_loss` on the same pairs.
 
-Speed: one DPO step (policy forward + backward over the batch, reference log-probs given) on the same
-batch, ours with each pair as one sequence prompt|chosen|rejected (the image encoded once) against a
-call per row (the image encoded for chosen and again for rejected), and TRL's `_compute_loss` + backward
-as it runs. Median of --repeats, after one warm-up.
+Speed: one DPO step (building the batch — pages read and processed — then policy forward + backward,
+reference log-probs given) on the same pairs: ours with each pair as one sequence prompt|chosen|rejected
+(the image encoded once), ours with a call per row (the image encoded for chosen and again for rejected),
+and TRL's collator + `_compute_loss` + backward (the images encoded twice, in one padded batch). Median
+of --repeats, after one warm-up.
 """
 
 from __future__ import annotations
@@ -92,12 +93,14 @@ def setup(args):
 
 
 def ours(trainer, ref, processor, pairs: Path):
+    """The pairs tokenised once (as `dpominer train` does before training) and a function building a batch
+    (as each step does: the page pixels are read and processed again)."""
     from dpominer.train.data import PreferenceRecord, collate
     from dpominer.train.vision import tokenize_image_pair
 
     records = [PreferenceRecord.model_validate(json.loads(line)) for line in pairs.open()]
     examples = [tokenize_image_pair(r, processor, base=pairs.parent, dpi=150, loop_copies=4) for r in records]
-    return collate(examples, processor.tokenizer.pad_token_id)
+    return lambda: collate(examples, processor.tokenizer.pad_token_id)
 
 
 def parity(trainer, ref, processor, pairs: Path, n: int) -> tuple[float, float]:
@@ -109,7 +112,7 @@ def parity(trainer, ref, processor, pairs: Path, n: int) -> tuple[float, float]:
     with torch.no_grad():
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
         trl_loss = float(trainer._compute_loss(trainer.model, batch, return_outputs=False))
-        mine = ours(trainer, ref, processor, pairs)
+        mine = ours(trainer, ref, processor, pairs)()
         policy_sums, _ = CompletionLogps(trainer.model)(**mine)
         ref_sums, _ = CompletionLogps(ref)(**mine)
         losses, _, _ = dpo_loss(policy_sums[:n], policy_sums[n:], ref_sums[:n], ref_sums[n:], beta=0.1)
@@ -133,32 +136,37 @@ def speed(trainer, ref, processor, pairs: Path, n: int, repeats: int) -> dict[st
     from dpominer.train.loss import dpo_loss
 
     model = trainer.model.train()
-    mine = ours(trainer, ref, processor, pairs)
+    batch = ours(trainer, ref, processor, pairs)
     with torch.no_grad():
-        ref_sums, _ = CompletionLogps(ref)(**mine)
+        ref_sums, _ = CompletionLogps(ref)(**batch())
     encodings = []
-    model.model.vision_tower.register_forward_hook(lambda *a: encodings.append(1))
+
+    def count(module, args, kwargs, output):
+        pixels = args[0] if args else kwargs["pixel_values"]
+        encodings.append(pixels.shape[0])  # images encoded by this call
+
+    model.model.vision_tower.register_forward_hook(count, with_kwargs=True)
 
     def step(share: bool):
         def run():
             fn = CompletionLogps(model)
             fn.share_prompts = share
-            sums, _ = fn(**mine)
+            sums, _ = fn(**batch())  # the batch built as in training: pixels read and processed
             losses, _, _ = dpo_loss(sums[:n], sums[n:], ref_sums[:n], ref_sums[n:], beta=0.1)
             losses.mean().backward()
             model.zero_grad(set_to_none=True)
         return run
 
     def trl_step():
-        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
-        trainer._compute_loss(model, batch, return_outputs=False).backward()
+        rows = trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
+        trainer._compute_loss(model, rows, return_outputs=False).backward()
         model.zero_grad(set_to_none=True)
 
     out = {}
     for name, fn in (("once", step(True)), ("twice", step(False)), ("trl", trl_step)):
         encodings.clear()
         out[name] = timed(fn, repeats)
-        out[name + "_encodings"] = len(encodings) / (repeats + 1)
+        out[name + "_encodings"] = sum(encodings) / (repeats + 1)
     return out
 
 
@@ -178,7 +186,7 @@ def main() -> None:
     print(f"loss parity (nudged policy vs reference, one batch): TRL {trl_loss:.6f} ours {our_loss:.6f} "
           f"|Δ| {abs(trl_loss - our_loss):.2e}")
     s = speed(trainer, ref, processor, pairs, n, args.repeats)
-    print(f"{'one DPO step (fwd+bwd)':<44}{'median s':>10}{'page encodings':>16}{'× once':>8}")
+    print(f"{'one DPO step (fwd+bwd)':<44}{'median s':>10}{'images encoded':>16}{'× once':>8}")
     for key, label in (("once", "dpominer, image encoded once per pair"),
                        ("twice", "dpominer, a call per row (twice per pair)"),
                        ("trl", "TRL DPOTrainer._compute_loss (twice)")):
