@@ -119,6 +119,8 @@ def render(doc: Document, tokenizer, chat_template: bool | None) -> tuple[str, l
         if doc.conversational or use_template:
             return "", None, messages
         return doc.prompt or "", None, None
+    if doc.messages is not None:  # text-only content parts: a text model's template wants the string
+        messages = [{**m, "content": message.text} for m, message in zip(messages, doc.messages, strict=True)]
     if use_template:
         if not getattr(tokenizer, "chat_template", None):
             raise InputError("--chat-template: the model's tokenizer has no chat template")

@@ -227,3 +227,15 @@ def test_merge_rewrites_image_paths_of_shards_in_other_folders(tmp_path: Path):
     result = CliRunner().invoke(app, ["merge", str(first), str(second), "-o", str(tmp_path / "all.jsonl")])
     assert result.exit_code == 0, result.output
     assert [r["images"] for r in read_jsonl(tmp_path / "all.jsonl")] == [["pages/a.png"], ["pages/b.png"]]
+
+
+def test_text_parts_without_images_reach_a_text_model_as_a_string(tiny_model: Path):
+    from transformers import AutoTokenizer
+
+    from dpominer.sample import render
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    parts = Document.model_validate({"id": "a", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Copy: "}, {"type": "text", "text": PASSAGE}]}]})
+    plain = Document.model_validate({"id": "b", "messages": [{"role": "user", "content": "Copy: " + PASSAGE}]})
+    assert render(parts, tokenizer, None)[:2] == render(plain, tokenizer, None)[:2]
