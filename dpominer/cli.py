@@ -161,6 +161,7 @@ SAMPLE_OPTIONS = (
     opt("trust_remote_code"),
     opt("base_url", help="OpenAI-compatible server (backend openai)."),
     opt("concurrency", help="Requests in flight (backend openai)."),
+    opt("dpi", help="Resolution PDF pages are rendered at (150)."),
 )
 
 
@@ -249,6 +250,9 @@ TRAIN_OPTIONS = (
     opt("lora.enabled", "--lora", help="Train a LoRA adapter (needs peft)."),
     opt("lora.r", "--lora-r"),
     opt("lora.merge", "--merge", help="With --lora: write the merged full model."),
+    opt("freeze_vision", "--freeze-vision/--no-freeze-vision", help="VLMs: keep the vision tower and projector "
+        "frozen (default; LoRA then targets the language model only)."),
+    opt("dpi", help="Resolution PDF pages are rendered at (150)."),
     opt("save_every", help="Steps between checkpoints (50; 0 none)."),
     opt("seed"),
     opt("threads", help="torch CPU threads."),
@@ -303,6 +307,7 @@ def eval_(
     max_tokens: int = typer.Option(512, "--max-tokens"),
     seed: int = typer.Option(0, "--seed"),
     backend: str = typer.Option("auto", "--backend", help="auto | vllm | hf | openai"),
+    dpi: int | None = typer.Option(None, "--dpi", help="Resolution PDF pages are rendered at (150)."),
     sample_config: Path | None = typer.Option(None, "--sample-config", help="More `sample` settings (TOML/JSON).",
                                               dir_okay=False),
 ) -> None:
@@ -319,6 +324,7 @@ def eval_(
         flags = ["-n", str(n), "--temperature", str(temperature), "--max-tokens", str(max_tokens),
                  "--seed", str(seed), "--backend", backend]
         flags += ["--config", str(sample_config)] if sample_config else []
+        flags += ["--dpi", str(dpi)] if dpi else []
         result = run_eval(docs, model, candidates, output, flags, ScoreConfig())
         write_json(output / "eval.json", result | {"sampling": {"n": n, "temperature": temperature,
                                                                 "max_tokens": max_tokens, "seed": seed}})

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import fuzz
 
+from .images import dump_refs, rebase_record
 from .records import Candidate, CandidateRecord, Pair, SideScores, atomic_output, dumps
 from .scoring import CandidateFacts, Progress, ScoreConfig, Summary, count_facts, facts, score_record
 from .workers import Outcome, map_jsonl, worker_count
@@ -118,8 +119,11 @@ def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_ce
     return ordered
 
 
-def _completion(text: str, conversational: bool) -> str | list[dict[str, Any]]:
-    return [{"role": "assistant", "content": text}] if conversational else text
+def _completion(text: str, conversational: bool, parts: bool = False) -> str | list[dict[str, Any]]:
+    """The reply as TRL wants it; for image documents in content parts, as VLM chat templates expect."""
+    if not conversational:
+        return text
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}] if parts else text}]
 
 
 def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
@@ -160,12 +164,13 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     if not picked:
         return PairOutcome([], "no_rejected")
 
-    conversational = record.conversational
+    conversational, parts = record.conversational, record.has_images
     pairs = [
         Pair(
             prompt=record.prompt_value(),
-            chosen=_completion(chosen_text, conversational),
-            rejected=_completion(cand.text, conversational),
+            chosen=_completion(chosen_text, conversational, parts),
+            rejected=_completion(cand.text, conversational, parts),
+            images=dump_refs(record.images) if record.images else None,
             id=record.id,
             reason=reason,
             chosen_source="reference" if use_reference else "candidate",
@@ -199,11 +204,13 @@ class _SamePromptForm:
 PairFacts = tuple[bytes, list[CandidateFacts], list[tuple[str, str]], str | None]
 
 
-def _pair_one(record: CandidateRecord, cfg: PairRunConfig) -> PairFacts:
-    """The pairs' lines, the candidates' facts, each pair's (reason, chosen source), why no pair."""
+def _pair_one(record: CandidateRecord, cfg: PairRunConfig, src_dir: Path, dst_dir: Path) -> PairFacts:
+    """The pairs' lines, the candidates' facts, each pair's (reason, chosen source), why no pair. Image
+    paths are rewritten to resolve from the output's folder."""
     score_record(record, cfg.score)
     outcome = make_pairs(record, cfg.policy)
-    lines = b"".join(dumps(pair) for pair in outcome.pairs)
+    lines = b"".join(dumps(rebase_record(pair.model_dump(exclude_none=True), src_dir, dst_dir))
+                     for pair in outcome.pairs)
     kinds = [(pair.reason, pair.chosen_source) for pair in outcome.pairs]
     return lines, facts(record), kinds, outcome.no_pair_reason  # type: ignore[return-value]
 
@@ -213,9 +220,10 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
     """Pairs of every record of ``src`` into ``dst`` on ``workers`` processes (0: all cores), in input order."""
     summary = Summary()
     with atomic_output(dst) as out:
+        work = partial(_pair_one, cfg=cfg, src_dir=src.parent, dst_dir=dst.parent)
         for lines, candidates, kinds, no_pair in map_jsonl(
-                src, CandidateRecord, partial(_pair_one, cfg=cfg), workers=worker_count(workers, src),
-                skip_invalid=skip_invalid, on_skip=summary.skipped, on_line=progress, check=_SamePromptForm()):
+                src, CandidateRecord, work, workers=worker_count(workers, src), skip_invalid=skip_invalid,
+                on_skip=summary.skipped, on_line=progress, check=_SamePromptForm()):
             count_facts(summary, candidates)
             if no_pair:
                 summary.no_pair[no_pair] += 1

@@ -15,17 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
-from .records import Candidate, CandidateRecord, InputError, Message, Pair, atomic_output, first_error
+from .records import InputError, atomic_output
 
 
 @dataclass
 class Runs:
     evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     metrics: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
-    pairs: list[Pair] = field(default_factory=list)
-    candidates: list[Candidate] = field(default_factory=list)  # scored, flattened
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # scored candidate dicts, flattened
     sources: list[str] = field(default_factory=list)
 
 
@@ -41,6 +40,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _add_file(runs: Runs, path: Path) -> None:
+    from .records import CandidateRecord
     from .scoring import ScoreConfig, score_record
 
     label = path.parent.name if path.name in {"eval.json", "metrics.jsonl"} else path.stem
@@ -55,24 +55,16 @@ def _add_file(runs: Runs, path: Path) -> None:
         if "step" in first and "loss" in first:
             runs.metrics.append((label, rows))
         elif "chosen" in first and "rejected" in first:
-            runs.pairs += [_validate(Pair, row, path, lineno) for lineno, row in enumerate(rows, 1)]
+            runs.pairs += [row | {"_folder": path.parent} if row.get("images") else row for row in rows]
         elif "candidates" in first:
             cfg = ScoreConfig()
-            for lineno, row in enumerate(rows, start=1):
-                record = _validate(CandidateRecord, row, path, lineno)
-                runs.candidates += score_record(record, cfg).candidates  # scores kept when present
+            for row in rows:
+                record = score_record(CandidateRecord.model_validate(row), cfg)  # scores kept when present
+                runs.candidates += [c.model_dump(exclude_none=True) for c in record.candidates]
         else:
             raise InputError(f"{path}: not candidates, pairs or training metrics (first record's keys: "
                              f"{', '.join(list(first)[:6]) or 'none'})")
     runs.sources.append(str(path))
-
-
-def _validate(model, row: dict[str, Any], path: Path, lineno: int):
-    try:
-        return model.model_validate(row)
-    except ValidationError as exc:
-        where, why = first_error(exc)
-        raise InputError(f"{path}:{lineno}: {where}: {why}") from None
 
 
 def collect(paths: list[Path]) -> Runs:
@@ -112,8 +104,9 @@ def _plot_degeneration(ax, runs: Runs) -> int:
     return len(labels)
 
 
-def _side_cer(pairs: list[Pair], side: str) -> list[float]:
-    return [p.scores(side).cer for p in pairs if p.scores(side).cer is not None]
+def _side_cer(pairs: list[dict[str, Any]], side: str) -> list[float]:
+    values = [(p.get(f"{side}_scores") or {}).get("fidelity", {}).get("cer") for p in pairs]
+    return [v for v in values if v is not None]
 
 
 def _plot_cer(ax, runs: Runs) -> int:
@@ -133,14 +126,15 @@ def _loops(runs: Runs) -> list[tuple[int, float]]:
     """(unit length, onset as a fraction of the text) of every degenerate candidate seen."""
     out = []
     for cand in runs.candidates:
-        deg = cand.degeneration
-        if deg and deg.verdict == "degenerate" and deg.unit and deg.start_char is not None:
-            out.append((len(deg.unit), deg.start_char / max(len(cand.text), 1)))
+        deg = cand.get("degeneration") or {}
+        if deg.get("verdict") == "degenerate" and deg.get("unit") and deg.get("start_char") is not None:
+            out.append((len(deg["unit"]), deg["start_char"] / max(len(cand["text"]), 1)))
     if not out:
         for p in runs.pairs:
-            s = p.rejected_scores
-            if s.verdict == "degenerate" and s.unit_len and s.start_char is not None:
-                out.append((s.unit_len, s.start_char / max(len(_completion_text(p.rejected)), 1)))
+            s = p.get("rejected_scores") or {}
+            text = _completion_text(p["rejected"])
+            if s.get("verdict") == "degenerate" and s.get("unit_len") and s.get("start_char") is not None:
+                out.append((s["unit_len"], s["start_char"] / max(len(text), 1)))
     return out
 
 
@@ -159,7 +153,7 @@ def _plot_loop_shape(axes, runs: Runs) -> int:
 def _plot_reasons(ax, runs: Runs) -> int:
     counts: dict[str, int] = {}
     for p in runs.pairs:
-        counts[p.reason or "unknown"] = counts.get(p.reason or "unknown", 0) + 1
+        counts[p.get("reason", "unknown")] = counts.get(p.get("reason", "unknown"), 0) + 1
     if counts:
         ax.barh(list(counts), list(counts.values()), color="#64b5cd")
         ax.set_xlabel("pairs")
@@ -213,8 +207,33 @@ def _figure(draw, rows: int = 1, cols: int = 1) -> tuple[bytes, int]:
     return buf.getvalue(), points
 
 
-def _completion_text(value: str | list[Message]) -> str:
-    return value if isinstance(value, str) else value[-1].content
+def _completion_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    content = value[-1]["content"]
+    if isinstance(content, list):  # content parts (image pairs)
+        return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
+    return content
+
+
+def _thumbnails(pair: dict[str, Any], width: int = 220) -> str:
+    """The pair's page images, shrunk and embedded (the page stays self-contained); a note when unreadable."""
+    from . import images
+
+    out = []
+    for i, ref in enumerate(pair.get("images") or []):
+        ref = images.PdfPage.model_validate(ref) if isinstance(ref, dict) else ref
+        try:
+            page = images.load(ref, pair["_folder"], dpi=72)
+        except ValueError as exc:
+            out.append(f"<small>images[{i}]: {html.escape(str(exc))}</small>")
+            continue
+        page.thumbnail((width, width * 2))
+        buf = io.BytesIO()
+        page.save(buf, format="PNG")
+        out.append(f'<img class=page alt="{html.escape(images.describe(ref))}" '
+                   f'src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
+    return "".join(out)
 
 
 def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
@@ -227,19 +246,22 @@ def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
     return ("…" if start > 300 else "") + html.escape(head) + f"<mark>{html.escape(loop)}</mark>{cut}"
 
 
-def _examples(pairs: list[Pair], count: int) -> str:
-    picked = [p for p in pairs if p.reason == "rejected_degenerate"][:count] or pairs[:count]
+def _examples(pairs: list[dict[str, Any]], count: int) -> str:
+    picked = [p for p in pairs if p.get("reason") == "rejected_degenerate"][:count] or pairs[:count]
     rows = []
+    pages = any(p.get("images") for p in picked)
     for p in picked:
-        scores = p.rejected_scores
+        scores = p.get("rejected_scores") or {}
+        page = f"<td>{_thumbnails(p)}</td>" if pages else ""
         rows.append(
-            f"<tr><td>{html.escape(p.id or '')}<br><small>{html.escape(scores.kind or '')}"
-            f"</small></td><td class=t>{html.escape(_completion_text(p.chosen)[:600])}</td>"
-            f"<td class=t>{_highlighted(_completion_text(p.rejected), scores.start_char)}</td></tr>")
+            f"<tr><td>{html.escape(str(p.get('id', '')))}<br><small>{html.escape(str(scores.get('kind') or ''))}"
+            f"</small></td>{page}<td class=t>{html.escape(_completion_text(p['chosen'])[:600])}</td>"
+            f"<td class=t>{_highlighted(_completion_text(p['rejected']), scores.get('start_char'))}</td></tr>")
     if not rows:
         return ""
     return ("<h2>Example pairs</h2><p>The loop is highlighted from the onset the detector found.</p>"
-            "<table><tr><th>id</th><th>chosen</th><th>rejected</th></tr>" + "".join(rows) + "</table>")
+            f"<table><tr><th>id</th>{'<th>page</th>' if pages else ''}<th>chosen</th><th>rejected</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _eval_table(runs: Runs) -> str:
@@ -260,7 +282,7 @@ STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1180px;margin:2em 
 img{max-width:100%;border:1px solid #ddd;margin:.4em 0}table{border-collapse:collapse;width:100%;margin:.6em 0}
 td,th{border:1px solid #ddd;padding:.35em .5em;vertical-align:top;text-align:left}td.t{font:12px/1.35 monospace;
 white-space:pre-wrap;max-width:520px}mark{background:#ffd6d6}.warn{background:#fff4d6;border-left:4px solid #e0a800;
-padding:.6em 1em}small{color:#666}"""
+padding:.6em 1em}small{color:#666}img.page{max-width:220px;margin:0}"""
 
 
 def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .degeneration import DetectorConfig, detect
 from .fidelity import FidelityConfig, fidelity
+from .images import rebase_record
 from .records import CandidateRecord, atomic_output, dumps, iter_jsonl
 from .workers import map_jsonl, worker_count
 
@@ -123,9 +124,10 @@ def read_records(path: Path, skip_invalid: bool, summary: Summary, progress: Pro
                       on_line=progress, check=check)
 
 
-def _score_one(record: CandidateRecord, cfg: ScoreConfig) -> tuple[bytes, list[CandidateFacts]]:
+def _score_one(record: CandidateRecord, cfg: ScoreConfig, src_dir: Path,
+               dst_dir: Path) -> tuple[bytes, list[CandidateFacts]]:
     score_record(record, cfg)
-    return dumps(record), facts(record)
+    return dumps(rebase_record(record.model_dump(exclude_none=True), src_dir, dst_dir)), facts(record)
 
 
 def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = False,
@@ -133,7 +135,8 @@ def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = Fa
     """Score every record of ``src`` into ``dst`` on ``workers`` processes (0: all cores), in input order."""
     summary = Summary()
     with atomic_output(dst) as out:
-        for line, candidates in map_jsonl(src, CandidateRecord, partial(_score_one, cfg=cfg),
+        work = partial(_score_one, cfg=cfg, src_dir=src.parent, dst_dir=dst.parent)
+        for line, candidates in map_jsonl(src, CandidateRecord, work,
                                           workers=worker_count(workers, src), skip_invalid=skip_invalid,
                                           on_skip=summary.skipped, on_line=progress):
             count_facts(summary, candidates)
