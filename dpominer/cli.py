@@ -164,6 +164,8 @@ def sample(
         None, "--chat-template/--no-chat-template", help="Default: only documents with messages."),
     stop_on_loop: bool | None = typer.Option(
         None, "--stop-on-loop", help="Stop a candidate once a token loop is established (finish: repetition)."),
+    logprobs: bool | None = typer.Option(
+        None, "--logprobs", help="Store each token's log-prob (token_logprobs, 2 decimals) beside token_ids."),
     shard: str | None = typer.Option(None, "--shard", help="I/N: sample shard I of N (by a hash of the id)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the records of OUT.partial and do the rest."),
     chunk_size: int | None = typer.Option(None, "--chunk-size", help="Documents per engine call (default 64)."),
@@ -192,6 +194,7 @@ def sample(
                  "sampling.top_p": ("--top-p", top_p), "sampling.top_k": ("--top-k", top_k),
                  "sampling.max_tokens": ("--max-tokens", max_tokens), "sampling.seed": ("--seed", seed),
                  "sampling.stop_on_loop": ("--stop-on-loop", stop_on_loop),
+                 "sampling.logprobs": ("--logprobs", logprobs),
                  "chat_template": ("--chat-template", chat_template), "chunk_size": ("--chunk-size", chunk_size),
                  "dtype": ("--dtype", dtype), "max_model_len": ("--max-model-len", max_model_len),
                  "tensor_parallel_size": ("--tensor-parallel-size", tensor_parallel_size),

@@ -41,6 +41,7 @@ class ModelEval:
     documents: int = 0
     candidates: int = 0
     degenerate: int = 0
+    suspect: int = 0  # undecided by the detector: the rate is understated by up to this share
     docs_with_loop: int = 0
     hit_max_tokens: int = 0
     errors: int = 0
@@ -59,6 +60,7 @@ class ModelEval:
             self.candidates += 1
             self.hit_max_tokens += cand.finish_reason == "length"
             deg = cand.degeneration
+            self.suspect += deg is not None and deg.verdict == "suspect"
             if deg is not None and deg.verdict == "degenerate":
                 self.degenerate += 1
                 looped = True
@@ -79,6 +81,7 @@ class ModelEval:
             "errors": self.errors,
             "degeneration_rate": rate, "degeneration_ci95": wilson(self.degenerate, self.candidates),
             "degenerate": self.degenerate,
+            "suspect": self.suspect, "suspect_rate": self.suspect / self.candidates if self.candidates else 0.0,
             "docs_with_loop_rate": doc_rate, "docs_with_loop_ci95": wilson(self.docs_with_loop, self.documents),
             "hit_max_tokens_rate": self.hit_max_tokens / self.candidates if self.candidates else 0.0,
             "loop_kinds": self.kinds,

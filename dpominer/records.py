@@ -88,6 +88,7 @@ class Candidate(BaseModel):
     cumulative_logprob: float | None = None
     seed: int | None = None
     token_ids: list[int] | None = None
+    token_logprobs: list[float] | None = None  # `sample --logprobs`: one per token id, 2 decimals
     degeneration: Degeneration | None = None
     fidelity: dict[str, float] | None = None
     judge: dict[str, Any] | None = None

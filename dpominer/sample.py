@@ -156,6 +156,9 @@ def _record(doc: Document, cfg: SampleConfig, backend_name: str, request: Reques
             cand["num_tokens"] = comp.extra["num_tokens"]
         if comp.cumulative_logprob is not None:
             cand["cumulative_logprob"] = round(comp.cumulative_logprob, 4)
+        if comp.token_logprobs is not None:
+            # 2 decimals: what the detector reads (confidence climbing inside a loop), at ~6 bytes a token
+            cand["token_logprobs"] = [round(lp, 2) + 0.0 for lp in comp.token_logprobs]
         if "error" in comp.extra:
             cand["error"] = comp.extra["error"]
         cands.append(cand)

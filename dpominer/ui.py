@@ -189,12 +189,13 @@ def show_eval(result: dict, path: Path, meta: Path) -> None:
     first = result["models"][0]
     table = Table(title=f"{path} — {first['documents']} documents, {first['candidates']} candidates per model",
                   title_justify="left", title_style="bold")
-    for name in ("model", "degenerate (95 % CI)", "Δ", "docs looping", "hit max", "CER mean", "Δ CER"):
+    for name in ("model", "degenerate (95 % CI)", "Δ", "suspect", "docs looping", "hit max", "CER mean", "Δ CER"):
         table.add_column(name, justify="left" if name == "model" else "right")
     for row, change in zip(result["models"], result["changes"], strict=True):
         lo, hi = row["degeneration_ci95"]
         table.add_row(row["label"], f"{row['degeneration_rate']:.1%} ({lo:.0%}–{hi:.0%})",
-                      _pct(change["degeneration_change"]), f"{row['docs_with_loop_rate']:.0%}",
+                      _pct(change["degeneration_change"]), f"{row.get('suspect_rate', 0.0):.1%}",
+                      f"{row['docs_with_loop_rate']:.0%}",
                       f"{row['hit_max_tokens_rate']:.0%}", "–" if row["cer_mean"] is None else f"{row['cer_mean']:.3f}",
                       _pct(change["cer_change"]))
     console.print(table)

@@ -44,6 +44,7 @@ def test_aggregation_of_scored_candidates(tmp_path):
     assert (row["documents"], row["candidates"], row["degenerate"]) == (2, 4, 3)
     assert row["degeneration_rate"] == 0.75 and row["degeneration_ci95"] == pytest.approx(wilson(3, 4))
     assert row["docs_with_loop_rate"] == 1.0 and row["hit_max_tokens_rate"] == 0.75
+    assert (row["suspect"], row["suspect_rate"]) == (0, 0.0)  # the four are decided
     assert 0 < row["loop_onset_median"] < 0.2  # LOOP starts 60 characters into ~900
     assert row["cer_mean"] == pytest.approx(sum(_cers(tmp_path / "s.jsonl")) / 4)
     assert relative(0.75, 0.25) == pytest.approx(-2 / 3) and relative(0.0, 0.1) is None

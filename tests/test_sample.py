@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import documents, read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
@@ -164,3 +165,31 @@ def test_bad_flags_name_the_flag(tiny_model, tmp_path):
         result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), *flags])
         assert result.exit_code == 1 and message in result.output, result.output
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_logprobs_are_stored_when_asked_and_match_a_forward_pass(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(2))
+    sample(docs, "-o", tmp_path / "plain.jsonl", "--model", tiny_model, *FAST)
+    assert all("token_logprobs" not in c for r in read_jsonl(tmp_path / "plain.jsonl") for c in r["candidates"])
+    sample(docs, "-o", tmp_path / "lp.jsonl", "--model", tiny_model, *FAST, "--logprobs")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    for record in read_jsonl(tmp_path / "lp.jsonl"):
+        for cand in record["candidates"]:
+            lps = cand["token_logprobs"]
+            assert len(lps) == len(cand["token_ids"]) and all(lp <= 0 for lp in lps)
+            assert all(round(lp, 2) == lp for lp in lps)  # stored with 2 decimals
+            assert cand["cumulative_logprob"] == pytest.approx(sum(lps), abs=0.01 * len(lps) + 1e-6)
+    # the first candidate of the raw-prompt document, checked against an independent forward pass
+    from transformers import AutoTokenizer
+
+    record = read_jsonl(tmp_path / "lp.jsonl")[1]
+    cand = record["candidates"][0]
+    ids = AutoTokenizer.from_pretrained(tiny_model)(record["prompt"])["input_ids"]
+    full = torch.tensor([ids + cand["token_ids"]])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(full).logits[0, len(ids) - 1 : -1].float(), -1)
+    expected = logps.gather(1, full[0, len(ids) :, None])[:, 0].tolist()
+    assert cand["token_logprobs"] == pytest.approx([round(x, 2) for x in expected], abs=0.011)

@@ -58,6 +58,7 @@ class SamplingSpec(BaseModel):
     stop_on_loop: bool = False
     loop_stop: LoopStop = Field(default_factory=LoopStop)
     json_schema: dict | None = Field(None, description="constrain the output to this JSON schema (vllm, openai)")
+    logprobs: bool = Field(False, description="return each generated token's log-prob under the model")
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Completion:
     cumulative_logprob: float | None = None
     seed: int | None = None
     extra: dict = field(default_factory=dict)
+    token_logprobs: list[float] | None = None  # one per token id, when SamplingSpec.logprobs asks
 
 
 class Backend(Protocol):

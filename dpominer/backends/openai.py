@@ -115,4 +115,5 @@ def _completion(choice: dict, seed: int) -> Completion:
         tokens = logprobs["token_logprobs"]
     cumulative = sum(lp for lp in tokens if lp is not None) if tokens else None
     return Completion(text=text, finish_reason=finish, cumulative_logprob=cumulative, seed=seed,
-                      extra={"num_tokens": len(tokens)} if tokens is not None else {})
+                      extra={"num_tokens": len(tokens)} if tokens is not None else {},
+                      token_logprobs=[lp if lp is not None else 0.0 for lp in tokens] if tokens else None)
