@@ -54,7 +54,7 @@ def evaluate(rows: list[dict]) -> dict:
         gold, pred = row["label"] == "degenerate", verdict.verdict == "degenerate"
         cell = {(True, True): "tp", (False, True): "fp", (True, False): "fn", (False, False): "tn"}[(gold, pred)]
         counts[cell] += 1
-        by_category[row.get("category") or row.get("task", "?")][cell] += 1
+        by_category[row.get("category") or row.get("genre") or row.get("task", "?")][cell] += 1
         if gold != pred:
             errors.append((row["id"], row["label"], verdict.verdict, verdict.kind, verdict.why))
     tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]

@@ -3,10 +3,12 @@
     python bench/fit_detector.py            # fit, print the coefficients and leave-one-out numbers
     python bench/fit_detector.py --write    # and write them into dpominer/loop_model.py
 
-Only candidates that reach the model are used — those the rules leave open (kind weak_repetition with
-the model switched off) — since that is where it decides. Held-out rows are never read here. L2-
-regularised logistic regression by Newton's method (IRLS), features standardised only inside the fit
-and the weights mapped back, so the stored coefficients apply to the raw features.
+The model decides only the candidates the rules leave open (kind weak_repetition), and those are few
+(most outputs are decided by a rule), so it is fitted on every labelled tuning candidate ("ambiguous"
+ones left out) — the same bounded features, a wider spread of them — and its leave-one-out verdicts are
+reported on the open ones, where it is used. Held-out rows are never read here. L2-regularised
+logistic regression by Newton's method (IRLS), features standardised only inside the fit and the
+weights mapped back, so the stored coefficients apply to the raw features.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from dpominer.degeneration import DEFAULT_DETECTOR, compute_signals, detect, fea
 OPEN = {"intercept": 0.0, "weights": {}, "fitted_on": "open"}  # p = 0.5: every weak case lands in the band
 
 
-def model_rows(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    xs, ys, ids = [], [], []
+def model_rows(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Features and labels of every labelled row, and which rows the rules leave open."""
+    xs, ys, ids, open_rows = [], [], [], []
     original = loop_model.MODEL
     loop_model.MODEL = OPEN  # see which rows the rules leave to the model
     try:
@@ -42,17 +45,16 @@ def model_rows(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, list[str]]:
             cut_off = row.get("finish_reason") in ("length", "repetition")
             verdict = detect(row["text"], token_ids=row.get("token_ids"), finish_reason=row.get("finish_reason"),
                              reference=row.get("reference"), token_logprobs=row.get("token_logprobs"))
-            if verdict.kind != "weak_repetition":
-                continue
             sig = compute_signals(row["text"], DEFAULT_DETECTOR, row.get("token_ids"), cut_off, row.get("reference"),
                                   row.get("token_logprobs"))
             feats = features(sig, DEFAULT_DETECTOR, cut_off)
             xs.append([feats[name] for name in loop_model.FEATURES])
             ys.append(float(row["label"] == "degenerate"))
             ids.append(row["id"])
+            open_rows.append(verdict.kind == "weak_repetition")
     finally:
         loop_model.MODEL = original
-    return np.array(xs), np.array(ys), ids
+    return np.array(xs), np.array(ys), ids, np.array(open_rows)
 
 
 def fit(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
@@ -80,27 +82,28 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     rows = tuning_rows()
-    x, y, ids = model_rows(rows)
-    print(f"{len(y)} tuning candidates reach the model ({int(y.sum())} loops) of {len(rows)} tuning rows")
+    x, y, ids, open_rows = model_rows(rows)
+    print(f"{len(y)} labelled tuning candidates ({int(y.sum())} loops); the rules leave {open_rows.sum()} open")
     intercept, weights = fit(x, y, args.l2)
     loo = []
-    for i in range(len(y)):
+    for i in np.where(open_rows)[0]:
         keep = np.arange(len(y)) != i
         b, w = fit(x[keep], y[keep], args.l2)
         loo.append(1 / (1 + np.exp(-(b + x[i] @ w))))
-    loo = np.array(loo)
+    loo, y_open = np.array(loo), y[open_rows]
     low, high = DEFAULT_DETECTOR.suspect_band
     decided = (loo < low) | (loo >= high)
-    correct = ((loo >= high) == (y == 1)) & decided
-    print(f"leave-one-out: {decided.sum()} of {len(y)} decided, {correct.sum()} of them right; "
+    correct = ((loo >= high) == (y_open == 1)) & decided
+    print(f"leave-one-out on the open ones: {decided.sum()} of {len(loo)} decided, {correct.sum()} of them right; "
           f"{(~decided).sum()} left suspect")
-    for i in np.where(decided & ~correct)[0]:
-        print(f"    wrong: {ids[i]} label {'loop' if y[i] else 'clean'} p={loo[i]:.2f}")
+    open_ids = [i for i, o in zip(ids, open_rows, strict=True) if o]
+    for k in range(len(loo)):
+        print(f"    {open_ids[k]:28} label {'loop ' if y_open[k] else 'clean'} p={loo[k]:.2f}")
     model = {"intercept": round(intercept, 4),
              "weights": {name: round(float(w), 4) for name, w in zip(loop_model.FEATURES, weights, strict=True)},
-             "fitted_on": f"bench/fit_detector.py --l2 {args.l2}: {len(y)} tuning candidates left open by the rules "
-                          f"({int(y.sum())} loops); leave-one-out {correct.sum()}/{decided.sum()} right, "
-                          f"{(~decided).sum()} undecided"}
+             "fitted_on": {"by": "bench/fit_detector.py", "l2": args.l2, "tuning_rows": len(y),
+                           "loops": int(y.sum()), "left_open_by_rules": len(loo),
+                           "leave_one_out_decided": int(decided.sum()), "leave_one_out_right": int(correct.sum())}}
     literal = "MODEL: dict = " + json.dumps(model, indent=4, ensure_ascii=False) + "\n"
     print(literal)
     if args.write:

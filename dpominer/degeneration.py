@@ -75,6 +75,8 @@ class DetectorConfig(BaseModel):
     ref_cr_degenerate: float = Field(2.0, gt=1, description="cut off and cr above ref_cr×this is a loop")
     item_copies: int = Field(4, ge=2, description="list lines with one stuck item (marker climbing) that make a loop")
     sentence_repeats: int = Field(4, ge=2, description="sentences re-said (or one word swapped) that make a loop")
+    dup_items: int = Field(8, ge=2, description="list lines (with letters) needed before their repeats count")
+    dup_share: float = Field(0.5, gt=0, le=1, description="share of list lines re-said that makes a loop")
     sentence_gate: float = Field(0.08, ge=0, le=1, description="rep_tail needed before sentences are compared")
     sentence_share: float = Field(0.5, gt=0, le=1, description="…and their share of the window's sentences")
     suspect_band: tuple[float, float] = Field((0.3, 0.7), description="model probability left undecided")
@@ -116,7 +118,8 @@ class Signals:
             out["items"] = {"lines": self.items.items, "stuck": run.copies, "counter": run.counter,
                             "dup_share": round(self.items.dup_share, 3)}
         if self.sentences is not None and self.sentences.repeats:
-            out["sentences"] = {"count": self.sentences.sentences, "repeats": self.sentences.repeats}
+            out["sentences"] = {"count": self.sentences.sentences, "repeats": self.sentences.repeats,
+                                "exact": self.sentences.exact}
         if self.word_run[0] >= 3:
             out["word_run"] = self.word_run[0]
         if self.logprobs is not None:
@@ -149,7 +152,8 @@ def compute_signals(text: str, cfg: DetectorConfig, token_ids: list[int] | None,
         # third of its 4-grams, so half the sentences re-said puts rep-4 well above this bar, and
         # clean prose (rep-4 ≈ 0) skips the sentence split.
         sentences=sentence_stats(text) if rep_tail >= cfg.sentence_gate and not decided else None,
-        word_run=(0, "") if decided else word_run(words),
+        # a run of one word repeats 4-grams too: where none repeat (prose), there is no run to find
+        word_run=word_run(words) if rep_tail > 0 and not decided else (0, ""),
         logprobs=logprob_profile(token_logprobs) if token_logprobs else None,
     )
 
@@ -184,11 +188,22 @@ def _structure_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bo
                f"(chars {run.start}–{run.end} of {len(text)})")
         first_line = text[run.start : text.find("\n", run.start) % (len(text) + 1)]
         return Finding("degenerate", "stuck_item", why, run.start, first_line, float(run.copies), run.end - run.start)
+    items = sig.items
+    if items is not None and items.worded >= cfg.dup_items and items.dup_share >= cfg.dup_share:
+        # more than half the lines re-say an earlier line, not necessarily back to back (a block
+        # of items under each heading, a table whose rows come round again)
+        why = (f"list lines re-said: {items.dup_share:.0%} of {items.worded} lines repeat an earlier one, "
+               f"first {items.dup_item[:60]!r} (from char {items.first_dup} of {len(text)})")
+        return Finding("degenerate", "repeated_items", why, items.first_dup, items.dup_item,
+                       items.dup_share * items.worded, len(text) - items.first_dup)
     sent = sig.sentences
-    if sent is not None and sent.repeats >= cfg.sentence_repeats and \
+    # Half the sentences re-said, and some of them word for word (up to a counter): a checklist of
+    # "Check the X." lines swaps a word each time but never says the same thing twice.
+    if sent is not None and sent.repeats >= cfg.sentence_repeats and sent.exact >= 2 and \
             sent.repeats >= cfg.sentence_share * sent.sentences:
-        why = (f"sentences re-said: {sent.repeats} of the last {sent.sentences} repeat an earlier one exactly or "
-               f"with one word swapped (from char {sent.start} of {len(text)})")
+        why = (f"sentences re-said: {sent.repeats} of the last {sent.sentences} repeat an earlier one "
+               f"({sent.exact} word for word or with a number changed, the rest with one word swapped; "
+               f"from char {sent.start} of {len(text)})")
         return Finding("degenerate", "sentence_repeat", why, sent.start, None, float(sent.repeats + 1),
                        len(text) - sent.start)
     count, word = sig.word_run
@@ -254,6 +269,11 @@ def _decide(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool, n_token
     structure = _structure_finding(text, sig, cfg, cut_off)
     if structure is not None:
         return structure
+    if not cut_off and sig.items is not None and sig.items.moving_numbers >= 2:
+        # Lines of one shape whose numbers move in two or more places each time are a table or a plan
+        # ("Week 2: run 3 km", "7 x 2 = 14"), and the model ended them itself.
+        why = f"lines of one shape whose numbers change in {sig.items.moving_numbers} places: a table or a plan"
+        return Finding("clean", "legit_pattern", why)
     if cut_off and sig.cr_ref and sig.cr >= cfg.ref_cr_degenerate * sig.cr_ref:
         why = f"compresses {sig.cr / sig.cr_ref:.1f}× better than the reference ({sig.cr:.2f} vs {sig.cr_ref:.2f})"
         return Finding("degenerate", "compression", why)
@@ -265,6 +285,9 @@ def _legit(text: str, reference: str, found: Finding, sig: Signals, cfg: Detecto
     if len(text) > 1.5 * len(reference) + 100:
         return False  # far longer than the truth: whatever repeats, it repeats too often
     ref_norm = _reference_features(reference, cfg)[1]
+    if found.kind == "repeated_items":
+        ref_items = list_stats(reference)
+        return ref_items is not None and ref_items.dup_share >= 0.8 * (sig.items.dup_share if sig.items else 1.0)
     if found.kind == "stuck_item" and found.unit:
         # the same line (numbers as 0) as often in the reference, back to back or not
         return ref_norm.count(normalise(found.unit).strip()) >= math.ceil(0.75 * (found.copies or 0))
@@ -319,12 +342,18 @@ def features(sig: Signals, cfg: DetectorConfig, cut_off: bool) -> dict[str, floa
         return min(2.0, loop.copies / copies_needed(loop.unit_len, cfg, cut_off))
 
     items, sent = sig.items, sig.sentences
+    norm_copies = copies_ratio(sig.tail_norm)
+    norm_unit = sig.tail_norm.norm_unit if sig.tail_norm is not None else ""
     count, word = sig.word_run
     lp_tail = sig.logprobs[0] if sig.logprobs is not None else 0.0
     return {
         "cut_off": float(cut_off),
         "tail_copies": copies_ratio(sig.tail),
-        "norm_copies": copies_ratio(sig.tail_norm),
+        "norm_copies": norm_copies,
+        # what the counter loop's unit holds: words (a stuck item) or only numbers (counting), and how
+        # many numbers move per copy (one: a counter; more: a table or a plan)
+        "norm_letters": min(1.0, sum(c.isalpha() for c in norm_unit) / 8) if norm_copies else 0.0,
+        "norm_numbers": min(3.0, float(norm_unit.count("0"))) if norm_copies else 0.0,
         "rep_tail": sig.rep_tail,
         "log_tail_cr": math.log(sig.tail_cr) if sig.tail_cr > 1 else 0.0,
         "item_copies": min(2.0, items.run.copies / cfg.item_copies) if items and items.run else 0.0,

@@ -24,6 +24,7 @@ class TailLoop:
     start: int  # offset in the text where the periodic suffix starts
     copies: float  # span / unit_len
     trimmed: int = 0  # characters dropped from the end before the loop was found
+    norm_unit: str = ""  # counter loops: the unit with numbers as 0 and spacing collapsed
 
 
 def copies_needed(unit_len: int, cfg: DetectorConfig, cut_off: bool = False) -> float:
@@ -111,6 +112,19 @@ _RUNS = re.compile(r"\d+|\s+")
 _ASCII_DIGITS = b"0123456789"
 
 
+_TO_ZERO = str.maketrans("123456789", "000000000")
+_ZEROS = re.compile("00+")
+
+
+def fold_digits(text: str) -> str:
+    """Every digit run → "0". ASCII text takes a translate + a literal-prefixed regex (~4× faster than
+    scanning with \\d+); other text keeps the Unicode-aware regex."""
+    if not text.isascii():
+        return _DIGITS.sub("0", text)
+    folded = text.translate(_TO_ZERO)
+    return _ZEROS.sub("0", folded) if "00" in folded else folded
+
+
 def has_digits(text: str) -> bool:
     if not text.isascii():
         return _DIGITS.search(text) is not None
@@ -121,7 +135,7 @@ def has_digits(text: str) -> bool:
 def normalise(text: str) -> str:
     """Digit runs → '0', whitespace runs → ' ': counters and spacing stop breaking periodicity."""
     if has_digits(text):
-        text = _DIGITS.sub("0", text)
+        text = fold_digits(text)
     inner = " ".join(text.split())  # C speed; keep one space for leading/trailing runs too
     lead = " " if text[:1].isspace() and inner else ""
     trail = " " if text[-1:].isspace() else ""
@@ -155,10 +169,11 @@ def counter_loop(text: str, cfg: DetectorConfig, cut_off: bool) -> TailLoop | No
             break
     if found is None:
         return None
+    unit = norm[len(norm) - found.unit_len :]  # the suffix is periodic: its last unit_len chars are a unit
     if not is_loop(found, cfg, cut_off):  # reported for `suspect`; offsets only matter for real loops
-        return TailLoop(found.unit_len, found.span, offset + found.start, found.copies)
+        return TailLoop(found.unit_len, found.span, offset + found.start, found.copies, norm_unit=unit)
     start = offset + _original_offset(window, found.start)
-    return TailLoop(found.unit_len, len(text) - start, start, found.copies)
+    return TailLoop(found.unit_len, len(text) - start, start, found.copies, norm_unit=unit)
 
 
 def token_string(ids: list[int]) -> str:
@@ -173,7 +188,11 @@ def rep_n(words: list[str], n: int) -> float:
     total = len(words) - n + 1
     if total <= 0:
         return 0.0
-    return 1.0 - len(set(zip(*(words[i:] for i in range(n)), strict=False))) / total  # ragged on purpose
+    if n == 4:  # the default, spelled out: ~15 % faster than the general zip below
+        grams = set(zip(words, words[1:], words[2:], words[3:], strict=False))
+    else:
+        grams = set(zip(*(words[i:] for i in range(n)), strict=False))  # ragged on purpose
+    return 1.0 - len(grams) / total
 
 
 def tail_words(text: str, cfg: DetectorConfig) -> list[str]:
@@ -181,7 +200,7 @@ def tail_words(text: str, cfg: DetectorConfig) -> list[str]:
     it too), with digit runs as '0' so counters read as repeats. ~12 chars a word is generous."""
     tail = text[-cfg.rep_words * 12 :].lower()
     if has_digits(tail):
-        tail = _DIGITS.sub("0", tail)
+        tail = fold_digits(tail)
     return tail.split()[-cfg.rep_words :]
 
 

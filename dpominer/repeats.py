@@ -24,6 +24,7 @@ from itertools import groupby
 # A list marker: bullet, number or letter with its punctuation, heading hashes — what changes per item.
 _MARKER = re.compile(r"\s*(?:[-*•+·]\s*|#+\s*|\(?\d{1,4}(?:[.)\]:]|\s*[-–—]\s)\s*|\(?[a-zA-Z][.)]\s+)?")
 _TRAILING = ".,;:!?。 \t"
+_NUMBER = re.compile(r"\d+")
 _PUNCTUATION = string.punctuation + "«»“”‘’—–•·…¿¡"
 
 # Weekday and month names (en, pt, es, de, fr, it): a cycle that counts like a number in a list.
@@ -60,6 +61,10 @@ class ListStats:
     items: int  # non-empty lines
     run: ItemRun | None  # the longest run of one stuck item (≥ 2 copies)
     dup_share: float  # share of items (with letters) that repeat an earlier item exactly
+    worded: int = 0  # items with letters
+    first_dup: int = -1  # char offset of the earlier copy of the first repeated item
+    dup_item: str = ""  # that item
+    moving_numbers: int = 0  # lines of one shape in a row: how many of their numbers change (median)
 
 
 def _item_key(line: str) -> tuple[str, str]:
@@ -88,19 +93,40 @@ def list_stats(text: str, min_items: int = 4, window: int = 16384) -> ListStats 
     if len(keys) < min_items:
         return None
     best: ItemRun | None = None
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # item → offset of its first line
     dups = worded = 0
+    first_dup, dup_item = -1, ""
     for item, group in groupby(keys, key=lambda k: k[0]):
         rows = list(group)
         if not any(c.isalpha() for c in item):
             continue  # "1.", "2.", … or a row of numbers: counting, not a stuck item
         worded += len(rows)
         dups += len(rows) - (item not in seen)
-        seen.add(item)
+        if item in seen or len(rows) > 1:
+            if first_dup < 0:
+                first_dup, dup_item = seen.get(item, rows[0][2]), item
+        seen.setdefault(item, rows[0][2])
         if len(rows) >= 2 and (best is None or len(rows) > best.copies):
             counter = len({moved for _, moved, _, _ in rows}) > 1
             best = ItemRun(len(rows), rows[0][2], rows[-1][3], item, counter)
-    return ListStats(len(keys), best, dups / worded if worded else 0.0)
+    return ListStats(len(keys), best, dups / worded if worded else 0.0, worded, first_dup, dup_item,
+                     _moving_numbers([item for item, _, _, _ in keys]))
+
+
+def _moving_numbers(items: list[str]) -> int:
+    """For consecutive items of one shape (equal with numbers folded), how many numbers change from one
+    to the next — the median over such pairs: 0 for a stuck item, 1 for a counter, 2+ for a table or a
+    plan ("Week 2: run 3 km", "7 x 2 = 14")."""
+    changes = []
+    previous: list[str] | None = None
+    previous_shape = None
+    for item in items:
+        numbers = _NUMBER.findall(item)
+        shape = _NUMBER.sub("0", item) if numbers else item
+        if previous is not None and shape == previous_shape and numbers:
+            changes.append(sum(a != b for a, b in zip(numbers, previous, strict=True)))
+        previous, previous_shape = numbers, shape
+    return sorted(changes)[len(changes) // 2] if changes else 0
 
 
 # ------------------------------------------------------------------------------------------- sentences
@@ -111,7 +137,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 @dataclass(frozen=True)
 class SentenceStats:
     sentences: int  # sentences of ≥ min_words words in the window
-    repeats: int  # of them, the same as an earlier one or with one word swapped
+    repeats: int  # of them, the same as an earlier one, or with one word swapped
+    exact: int  # of the repeats, the same up to a counter (one number changed, or nothing)
     start: int  # char offset of the first repeat's first copy (-1 when none)
 
 
@@ -122,13 +149,24 @@ def _words(sentence: str) -> list[str]:
     return [w for w in stripped if w]
 
 
+def _swap(words: list[str], earlier: list[str]) -> int | None:
+    """0 when the same up to one changed number, 1 when one other word changed, None otherwise."""
+    changed = [(a, b) for a, b in zip(words, earlier, strict=True) if a != b]
+    if not changed:
+        return 0
+    if len(changed) > 1:
+        return None
+    a, b = changed[0]
+    return 0 if a.isdigit() and b.isdigit() else 1
+
+
 def sentence_stats(text: str, window: int = 3000, min_words: int = 4) -> SentenceStats:
-    """How many sentences of the last ``window`` chars repeat an earlier one, exactly or with one word
-    swapped. Sentences are keyed by each half of their words, so a one-word swap (which leaves one half
-    intact) is found with two dict look-ups, then confirmed word by word."""
+    """How many sentences of the last ``window`` chars repeat an earlier one: the same (up to a counter)
+    or with one word swapped. Sentences are keyed by each half of their words, so a one-word swap (which
+    leaves one half intact) is found with two dict look-ups, then confirmed word by word."""
     offset = max(0, len(text) - window)
     by_half: dict[tuple, list[tuple[list[str], int]]] = {}
-    total = repeats = 0
+    total = repeats = exact = 0
     first = -1
     pos = 0
     tail = text[offset:]
@@ -141,20 +179,19 @@ def sentence_stats(text: str, window: int = 3000, min_words: int = 4) -> Sentenc
         total += 1
         half = len(words) // 2
         keys = ((len(words), 0, tuple(words[:half])), (len(words), 1, tuple(words[half:])))
-        hit = None
+        best: tuple[int, int] | None = None  # (swap kind, start of the earlier copy)
         for key in keys:
             for earlier, earlier_start in by_half.get(key, ()):
-                if sum(a != b for a, b in zip(words, earlier, strict=True)) <= 1:
-                    hit = earlier_start
-                    break
-            if hit is not None:
-                break
-        if hit is not None:
+                kind = _swap(words, earlier)
+                if kind is not None and (best is None or kind < best[0]):
+                    best = (kind, earlier_start)
+        if best is not None:
             repeats += 1
-            first = hit if first < 0 else min(first, hit)
+            exact += best[0] == 0
+            first = best[1] if first < 0 else min(first, best[1])
         for key in keys:
             by_half.setdefault(key, []).append((words, offset + start))
-    return SentenceStats(total, repeats, first)
+    return SentenceStats(total, repeats, exact, first)
 
 
 # ------------------------------------------------------------------------------------- words and tokens

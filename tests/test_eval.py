@@ -88,3 +88,18 @@ def test_eval_samples_two_models_on_the_same_documents(tiny_model, tmp_path):
     seeds = [[c["seed"] for line in (out / f"{label}.candidates.jsonl").open() for c in json.loads(line)["candidates"]]
              for label in ("model", "other")]
     assert seeds[0] == seeds[1]  # the same seeds for every model
+
+
+def test_suspect_share_is_reported_beside_the_rate():
+    from dpominer.evaluate import ModelEval
+    from dpominer.records import CandidateRecord
+
+    verdicts = ["degenerate", "suspect", "suspect", "clean"]
+    record = CandidateRecord.model_validate({"id": "a", "prompt": "p", "candidates": [
+        {"index": i, "text": "x", "finish_reason": "stop", "degeneration": {"verdict": v}}
+        for i, v in enumerate(verdicts)]})
+    result = ModelEval("m")
+    result.add(record)
+    row = result.as_dict()
+    assert (row["degenerate"], row["suspect"]) == (1, 2)
+    assert (row["degeneration_rate"], row["suspect_rate"]) == (0.25, 0.5)
