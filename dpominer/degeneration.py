@@ -76,7 +76,8 @@ class DetectorConfig(BaseModel):
     item_copies: int = Field(4, ge=2, description="list lines with one stuck item (marker climbing) that make a loop")
     sentence_repeats: int = Field(4, ge=2, description="sentences re-said (or one word swapped) that make a loop")
     dup_items: int = Field(8, ge=2, description="list lines (with letters) needed before their repeats count")
-    dup_share: float = Field(0.5, gt=0, le=1, description="share of list lines re-said that makes a loop")
+    # above one half: a list asked for "twice over" (two weeks of chores) re-says exactly half
+    dup_share: float = Field(0.6, gt=0, le=1, description="share of list lines re-said that makes a loop")
     sentence_gate: float = Field(0.08, ge=0, le=1, description="rep_tail needed before sentences are compared")
     sentence_share: float = Field(0.5, gt=0, le=1, description="…and their share of the window's sentences")
     suspect_band: tuple[float, float] = Field((0.3, 0.7), description="model probability left undecided")

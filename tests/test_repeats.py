@@ -84,3 +84,16 @@ def test_logprob_profile_by_hand():
     lps = [-2.0] * 8 + [-1.0] * 16 + [-0.1] * 8  # 32 tokens: quarters of 8
     tail, head = logprob_profile(lps)
     assert (round(tail, 6), round(head, 6)) == (-0.1, -2.0)
+
+
+def test_stuck_items_and_repeated_lines_the_reference_has_are_legit():
+    reference = "Inspection log\n" + "".join(f"{i}. Door checked, no damage\n" for i in range(1, 9))
+    assert detect(reference, finish_reason="stop").verdict == "degenerate"  # without the reference: a loop
+    legit = detect(reference, finish_reason="stop", reference=reference)
+    assert (legit.verdict, legit.kind) == ("clean", "legit_repetition")
+    places = ("Beach", "Pool", "Park", "Lake", "Sea", "Hill")  # 24 lines, 15 of them re-said
+    blocks = "".join(f"* {h}:\n  + towel\n  + umbrella\n  + chairs\n" for h in places)
+    looped = detect(blocks, finish_reason="stop")
+    assert (looped.verdict, looped.kind) == ("degenerate", "repeated_items")
+    assert looped.start_char == blocks.index("  + towel") and "towel" in looped.why
+    assert detect(blocks, finish_reason="stop", reference=blocks).verdict == "clean"
