@@ -100,6 +100,7 @@ class Signals:
     cr: float
     cr_ref: float | None
     n_words: int
+    rep_ref: float | None = None  # the reference's seq-rep-n, when there is one
     items: ListStats | None = None
     sentences: SentenceStats | None = None
     word_run: tuple[int, str] = (0, "")
@@ -147,6 +148,7 @@ def compute_signals(text: str, cfg: DetectorConfig, token_ids: list[int] | None,
         tail_cr=tail_compression_ratio(text, cfg.tail_fraction) if long_enough else 0.0,
         cr=compression_ratio(text),
         cr_ref=_reference_features(reference, cfg)[0] if reference else None,
+        rep_ref=_reference_features(reference, cfg)[2] if reference else None,
         n_words=len(words),
         items=None if decided else list_stats(text),
         # Sentences only where 4-grams repeat: a sentence re-said with a word swapped keeps about a
@@ -250,7 +252,7 @@ def _weak_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool) -
 def _decide(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool, n_tokens: int) -> Finding:
     token_loop = is_loop(sig.tail_tokens, cfg, cut_off, min_span=max(4, cfg.min_span_chars // 4))
     near = sig.rep_tail >= cfg.rep_degenerate and sig.tail_cr >= cfg.tail_cr_degenerate
-    near_strong = sig.rep_tail >= cfg.rep_stopped and sig.tail_cr >= cfg.tail_cr_stopped
+    near_repeat_stopped = sig.rep_tail >= cfg.rep_stopped and sig.tail_cr >= cfg.tail_cr_stopped
     if is_loop(sig.tail, cfg, cut_off):
         assert sig.tail is not None
         return _loop_finding("degenerate", "tail_loop", "tail loop", sig.tail, text)
@@ -263,7 +265,7 @@ def _decide(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool, n_token
     if is_loop(sig.tail_norm, cfg, cut_off) and cut_off:
         assert sig.tail_norm is not None
         return _loop_finding("degenerate", "counter_loop", "loop up to numbers/spacing", sig.tail_norm, text)
-    if (near and cut_off) or near_strong:
+    if (near and cut_off) or near_repeat_stopped:
         why = (f"near-repeats: rep-{cfg.ngram} {sig.rep_tail:.2f} over the last {sig.n_words} words, "
                f"tail compresses {sig.tail_cr:.1f}×")
         return Finding("degenerate", "near_repeat", why)
@@ -362,6 +364,8 @@ def features(sig: Signals, cfg: DetectorConfig, cut_off: bool) -> dict[str, floa
         "sentence_share": sent.repeats / sent.sentences if sent and sent.sentences else 0.0,
         "word_copies": min(2.0, count / copies_needed(len(word) + 1, cfg)) if word and count > 1 else 0.0,
         "log_cr_ratio": math.log(sig.cr / sig.cr_ref) if sig.cr_ref and sig.cr > 0 else 0.0,
+        # how much of the candidate's repetition the reference has too (1: all of it; 0: none, or no reference)
+        "ref_repeats": min(1.0, sig.rep_ref / sig.rep_tail) if sig.rep_ref is not None and sig.rep_tail > 0 else 0.0,
         "logprob_tail": max(-5.0, lp_tail),
         "has_logprobs": float(sig.logprobs is not None),
     }
