@@ -85,7 +85,8 @@ def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
     for cand in record.candidates:
         if cand.degeneration is None or cfg.rescore:
             cand.degeneration = detect(cand.text, token_ids=cand.token_ids, finish_reason=cand.finish_reason,
-                                       reference=record.reference, cfg=cfg.detector)
+                                       reference=record.reference, token_logprobs=cand.token_logprobs,
+                                       cfg=cfg.detector)
         if record.reference is not None and (cand.fidelity is None or cfg.rescore):
             cand.fidelity = fidelity(cand.text, record.reference, cfg.fidelity)
     return record
