@@ -16,9 +16,16 @@ A candidate is judged from a few cheap signals, each computed in near-linear tim
   reference's own ratio when there is one — never against a fixed 2.4 (clean 4 KB prose reaches 2.5).
 * ``finish_reason``: ``length`` (cut off at max_tokens) lowers the bar for other signals; it is never
   enough alone (many clean outputs run to the cap too).
+* ``items``, ``sentences``, ``word_run`` (:mod:`dpominer.repeats`): a list item stuck while its number
+  or weekday moves, list lines re-said, sentences re-said with a word swapped, one word said over and
+  over — loops that need not sit at the very end and often stop by themselves.
+* ``logprobs``: the mean log-prob of the last quarter of the tokens, when the sampler stored them.
 
-When a reference is given, repetition that the reference has as well (tables, lists, counting) is
-judged ``clean`` with ``kind="legit_repetition"``.
+Strong signals decide by rule (module order in :func:`_decide`); what is left with some repetition
+goes to a small logistic model (:mod:`dpominer.loop_model`, coefficients as plain data) that decides
+``degenerate``/``clean`` and leaves only its uncertain band ``suspect``. When a reference is given,
+repetition that the reference has as well (tables, lists, counting) is judged ``clean`` with
+``kind="legit_repetition"``.
 """
 
 from __future__ import annotations
