@@ -86,7 +86,9 @@ def test_without_reference_a_clean_candidate_that_stopped_is_chosen():
 
 
 def test_suspect_candidates_are_never_chosen():
-    counter = PASSAGE + "".join(f" Step {i}: check the value." for i in range(1, 40))
-    record = scored([(counter, "stop"), (LOOP, "length")], reference=None)
-    assert record.candidates[0].degeneration.verdict == "suspect"
+    # The detector decides most cases now (a counter loop that stopped is degenerate), so the
+    # undecided verdict is set by hand: what is tested is pairing's handling of it.
+    record = scored([(PASSAGE + " It may loop, it may not.", "stop"), (LOOP, "length")], reference=None)
+    undecided = record.candidates[0].degeneration.model_copy(update={"verdict": "suspect"})
+    record.candidates[0].degeneration = undecided
     assert pairs(record).no_pair_reason == "no_clean_candidate"
