@@ -117,7 +117,7 @@ class HFBackend:
                 finish = "repetition"  # flagged before any EOS: what follows the loop is padding
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             completions.append(Completion(text=text, finish_reason=finish, token_ids=ids, seed=request.seeds[0]))
-        if spec.logprobs:
+        if spec.logprobs and not request.images:  # the re-scoring pass is text-only: no log-probs for images yet
             self._add_logprobs(request.prompt_ids, completions)
         if greedy:
             completions = [Completion(c.text, c.finish_reason, c.token_ids, c.cumulative_logprob, request.seeds[0],
