@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from dpominer.backends import LoopStop
 from dpominer.cli import app
 from dpominer.degeneration import detect
-from dpominer.sample import derive_seed, recover_partial, shard_of
+from dpominer.partial import recover as recover_partial
+from dpominer.sample import derive_seed, shard_of
 
 runner = CliRunner()
 FAST = ["--backend", "hf", "--threads", "1", "-n", "3", "--max-tokens", "24", "--temperature", "1.0"]
@@ -120,9 +121,10 @@ def test_shards_cover_every_document_once_and_merge_reports_gaps(tiny_model, tmp
 
     result = runner.invoke(app, ["merge", str(shards[0]), str(shards[0]), str(shards[1]), "-o", str(merged),
                                  "--docs", str(docs), "--strict"])
-    assert result.exit_code == 1
-    meta = json.loads((tmp_path / "merged.jsonl.meta.json").read_text())["summary"]
-    assert (meta["duplicates"], meta["missing"]) == (sizes[0], sizes[2])
+    assert result.exit_code == 1  # and nothing written: the first merge's file and record stay
+    assert f"--strict: {sizes[0]} duplicate ids" in result.output and f"{sizes[2]} documents missing" in result.output
+    assert by_id(merged) == by_id(tmp_path / "full.jsonl")
+    assert json.loads((tmp_path / "merged.jsonl.meta.json").read_text())["summary"]["duplicates"] == 0
 
 
 def test_too_long_documents_are_recorded_not_fatal(tiny_model, tmp_path):

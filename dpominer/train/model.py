@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models import resolve_model
+from ..models import loading, resolve_model
 from ..records import InputError
 from . import dist
 from .config import TrainConfig
@@ -18,7 +18,8 @@ def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
     model_dir = resolve_model(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+    with loading(cfg.model):
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise InputError(f"--model {cfg.model}: the tokenizer has neither a pad nor an eos token")
@@ -37,7 +38,9 @@ def _load(path: str | Path, cfg: TrainConfig):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
+    with loading(cfg.model):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                     trust_remote_code=cfg.trust_remote_code)
     # The reference log-probs are taken without dropout; a policy with dropout would not start at loss log 2.
     for module in model.modules():
         if isinstance(module, nn.Dropout):
