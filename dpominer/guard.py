@@ -50,6 +50,15 @@ def describe_os_error(exc: OSError) -> str:
     return f"{cause} ({code})" if code else cause
 
 
+def ensure_folder(folder: Path) -> None:
+    """Make ``folder`` (and its parents) as an output's folder; a file in the way is named as the cause."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise InputError(f"{folder}: cannot make this folder: {blocker} is a file (ENOTDIR)") from None
+
+
 def temp_path(path: Path) -> Path:
     """Where ``path`` is staged before the rename: ``.NAME.tmp-PID`` beside it."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -141,8 +150,6 @@ class Guard:
                                      f"the input {inp.shown}; write the output elsewhere")
         self.outputs[real] = label
         self.primary = self.primary or str(out)
-        parent = real if folder else real.parent
-        parent.mkdir(parents=True, exist_ok=True)
         sweep_stale(real)
         if lock:
             self.locks.append(RunLock(out))
@@ -247,6 +254,7 @@ class RunLock:
 
     def __init__(self, out: Path):
         self.path = out.with_name(f".{out.name}.lock")
+        ensure_folder(self.path.parent)  # the output's folder, made as the output would make it
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:

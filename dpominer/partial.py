@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from .guard import RunLock, WriteError, active, check_write, temp_path
+from .guard import RunLock, WriteError, active, check_write, ensure_folder, temp_path
 from .records import InputError
 
 
@@ -85,7 +85,7 @@ class PartialOutput:
         by hand, or a finished output whose meta file is the record)."""
         check_write(self.path)
         check_write(self.output)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_folder(self.path.parent)
         if self._lock_wanted and self.lock is None:
             self.lock = RunLock(self.output)
         if (guard := active()) is not None:

@@ -245,24 +245,30 @@ def atomic_output(path: str | Path, mode: str = "wb"):
     and no temp file behind; an OS error (full disk, read-only folder, no permission) is one line naming
     the path.
     """
-    from .guard import WriteError, check_write, temp_path
+    from .guard import WriteError, check_write, ensure_folder, temp_path
 
     path = Path(path)
     check_write(path)
     tmp = temp_path(path)
     try:
+        ensure_folder(path.parent)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             handle = tmp.open(mode)
         except OSError as exc:
             raise WriteError(path, exc) from None
-        with handle:
+        try:
             yield _Checked(handle, path)
-            try:
-                handle.flush()
-                os.fsync(handle.fileno())
-            except OSError as exc:
-                raise WriteError(path, exc) from None
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        except OSError as exc:  # a full disk often shows only at the flush
+            raise WriteError(path, exc) from None
+        finally:
+            if not handle.closed:
+                try:
+                    handle.close()
+                except OSError:
+                    pass  # the error that brought us here is the one to report
         try:
             os.replace(tmp, path)
         except OSError as exc:
