@@ -75,7 +75,7 @@ def resolve_model(name: str) -> str:
         check_model_dir(path, name)
         return str(path.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise InputError(f"--model {name}: does not exist (no such folder; a hub id is 'org/name')")
+        raise InputError(f"--model: {name} does not exist (no such folder; a hub id is 'org/name')")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"} and not _in_hub_cache(name):
         raise InputError(f"--model {name}: not a local folder, and not in the Hugging Face cache while "
                          "HF_HUB_OFFLINE is set; give a model folder, or fetch it online first")

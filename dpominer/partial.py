@@ -106,6 +106,7 @@ class PartialOutput:
                                  "the partial file to start over")
             done = recover(self.path)
         self._write_settings()
+        self._handle = self._open()  # from here on a stop leaves a partial file that --resume takes up
         return done
 
     def _recorded(self) -> dict[str, Any] | None:

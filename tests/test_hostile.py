@@ -267,7 +267,8 @@ def test_merge_fails_before_writing(tmp_path):
 
 # ----------------------------------------------------------------------------------- crafted records
 
-@pytest.mark.parametrize(("indices", "where"), [([0, 0], "candidates[1].index 0"), ([0, 1, 2, 1], "candidates[3].index 1")])
+@pytest.mark.parametrize(("indices", "where"), [([0, 0], "candidates[1].index 0"),
+                                                ([0, 1, 2, 1], "candidates[3].index 1")])
 def test_duplicate_candidate_indices_are_refused(tmp_path, indices, where):
     record = candidate_record("a", [(PASSAGE, "stop")] * len(indices))
     for cand, index in zip(record["candidates"], indices, strict=True):

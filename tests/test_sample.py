@@ -161,8 +161,10 @@ def test_bad_flags_name_the_flag(tiny_model, tmp_path):
     docs = write_jsonl(tmp_path / "docs.jsonl", documents(2))
     for flags, message in ((["--shard", "3/2"], "--shard: must be I/N"),
                            (["--backend", "openai"], "--base-url: needed with --backend openai"),
-                           (["--temperature", "-1"], "--temperature: Input should be greater than or equal to 0"),
+                           (["--top-p", "0"], "--top-p: Input should be greater than 0"),
                            (["--model", "./nowhere"], "--model: ./nowhere does not exist")):
         result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), *flags])
         assert result.exit_code == 1 and message in result.output, result.output
+    result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), "--temperature", "-1"])
+    assert result.exit_code == 2 and "Invalid value for '--temperature'" in result.output  # out of range: parse time
     assert not (tmp_path / "c.jsonl").exists()
