@@ -15,6 +15,7 @@ Default policy (``PairConfig``):
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -129,18 +130,19 @@ def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_ce
 NEAR_DUP_WINDOW = 4096  # characters of each end compared when texts are longer than twice this
 
 
-def _norm(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFC", text).split())
+def _norm_key(text: str) -> bytes:
+    """A digest of the text after NFC and collapsed whitespace (the fidelity normalisation)."""
+    return hashlib.blake2b(" ".join(unicodedata.normalize("NFC", text).split()).encode(), digest_size=16).digest()
 
 
 def near_duplicate(a: str, b: str, threshold: float) -> bool:
     """rapidfuzz ratio ≥ ``threshold``, at a cost bounded in the texts' length.
 
-    Exact copies (after NFC and whitespace) match at once; texts whose lengths alone rule the ratio out
-    (it is at most 200·min/(sum) %) are not compared; texts longer than 2 × ``NEAR_DUP_WINDOW`` are
-    compared on their first and last ``NEAR_DUP_WINDOW`` characters (where a loop shows its unit), so
-    a few multi-megabyte loops cost what a few pages do."""
-    if a == b or _norm(a) == _norm(b):
+    Equal texts match at once (``make_pairs`` also matches texts equal after normalising, by digest);
+    texts whose lengths alone rule the ratio out (it is at most 200·min/(sum) %) are not compared;
+    texts longer than 2 × ``NEAR_DUP_WINDOW`` are compared on their first and last ``NEAR_DUP_WINDOW``
+    characters (where a loop shows its unit), so a few multi-megabyte loops cost what a few pages do."""
+    if a == b:
         return True
     short, long_ = sorted((len(a), len(b)))
     if 200.0 * short / max(short + long_, 1) < threshold:
@@ -180,16 +182,18 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     if not chosen_text.strip():
         return PairOutcome([], "empty_reference")
 
-    picked: list[tuple[Candidate, str]] = []
-    chosen_norm = _norm(chosen_text)
+    picked: list[tuple[Candidate, str, bytes]] = []
+    chosen_key = _norm_key(chosen_text)
     for cand, reason in _rejected_order(record, chosen, chosen_cer, cfg, mode):
         if len(picked) >= cfg.max_pairs_per_doc:
             break
-        if (chosen is not None and cand.index == chosen.index) or _norm(cand.text) == chosen_norm:
+        key = _norm_key(cand.text)  # each text normalised once, however many it is compared with
+        if (chosen is not None and cand.index == chosen.index) or key == chosen_key:
             continue  # nothing to prefer: the same text on both sides
-        if any(near_duplicate(cand.text, other.text, cfg.dedup_threshold) for other, _ in picked):
+        if any(key == other_key or near_duplicate(cand.text, other.text, cfg.dedup_threshold)
+               for other, _, other_key in picked):
             continue
-        picked.append((cand, reason))
+        picked.append((cand, reason, key))
     if not picked:
         return PairOutcome([], "no_rejected")
 
@@ -207,6 +211,6 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
             chosen_scores=chosen_scores,
             rejected_scores=_scores(cand),
         )
-        for cand, reason in picked
+        for cand, reason, _ in picked
     ]
     return PairOutcome(pairs, None)
