@@ -160,7 +160,10 @@ class Guard:
 
 
 def _written_in(relative: Path, writes: tuple[str, ...]) -> bool:
-    return any(relative.match(pattern) or relative.parts[0] == pattern for pattern in writes)
+    """Whether a file at ``relative`` (inside a folder output) is one the command writes: a top-level name
+    matching one of ``writes``, or anything under a folder named there."""
+    top = len(relative.parts) == 1
+    return any((top and relative.match(pattern)) or (not top and relative.parts[0] == pattern) for pattern in writes)
 
 
 # ------------------------------------------------------------------------------ the current run's guard

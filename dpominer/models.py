@@ -76,10 +76,28 @@ def resolve_model(name: str) -> str:
         return str(path.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise InputError(f"--model: {name} does not exist (no such folder; a hub id is 'org/name')")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"} and not _in_hub_cache(name):
-        raise InputError(f"--model {name}: not a local folder, and not in the Hugging Face cache while "
-                         "HF_HUB_OFFLINE is set; give a model folder, or fetch it online first")
+    if not _in_hub_cache(name):
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+            raise InputError(f"--model {name}: not a local folder, and not in the Hugging Face cache while "
+                             "HF_HUB_OFFLINE is set; give a model folder, or fetch it online first")
+        if (why := _hub_unreachable()) is not None:  # fail now, not after minutes of retries
+            raise InputError(f"--model {name}: not a local folder, not in the Hugging Face cache, and the hub "
+                             f"cannot be reached ({why}); check the name, or give a model folder")
     return name  # a hub id: transformers / vLLM fetch it (needs network or a filled HF cache)
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub (``$HF_ENDPOINT``) cannot be reached, or None when a connection opens."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.hostname}: {exc.strerror or exc}"
+    return None
 
 
 def _in_hub_cache(repo_id: str) -> bool:

@@ -51,13 +51,18 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
+def _short(value: Any, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def config_change(before: dict[str, Any], now: dict[str, Any], *, known_only: bool = False) -> str | None:
     """The first setting that differs, as ``key was X, now Y``; None when they agree. ``known_only``:
     compare only what ``before`` records (a partial without its settings file records less)."""
     old, new = _flat(before), _flat(now)
     for key in sorted(old if known_only else set(old) | set(new)):
         if old.get(key) != new.get(key):
-            return f"{key} was {old.get(key)!r}, now {new.get(key)!r}"
+            return f"{key} was {_short(old.get(key))}, now {_short(new.get(key))}"
     return None
 
 
@@ -76,6 +81,7 @@ class PartialOutput:
         self.lock: RunLock | None = None
         self._lock_wanted = lock
         self._handle = None
+        self._created = False  # this run made the partial file (and wrote nothing yet, if it stays empty)
 
     def start(self, *, resume: bool, reopen_finished: bool = False,
               recorded: dict[str, Any] | None = None) -> set[str]:
@@ -106,6 +112,7 @@ class PartialOutput:
                                  "the partial file to start over")
             done = recover(self.path)
         self._write_settings()
+        self._created = not self.path.exists()
         self._handle = self._open()  # from here on a stop leaves a partial file that --resume takes up
         return done
 
@@ -159,13 +166,17 @@ class PartialOutput:
         self.close()
 
     def close(self) -> None:
-        """Stop without finishing (an error or a signal): the partial stays, resumable; the lock goes."""
+        """Stop without finishing (an error or a signal): the partial stays, resumable; the lock goes. A
+        partial this run made and wrote nothing to is removed: there is nothing to resume."""
         if self._handle is not None:
             try:
                 self._handle.close()
             except OSError:
                 pass  # the chunk that failed is cut off as a torn line on --resume
             self._handle = None
+            if self._created and self.path.exists() and self.path.stat().st_size == 0:
+                self.path.unlink()
+                self.settings.unlink(missing_ok=True)
         if self.lock is not None:
             self.lock.release()
             self.lock = None

@@ -99,24 +99,26 @@ def resume_settings(cfg: SampleConfig) -> dict[str, Any]:
 
 def recorded_settings(output: Path) -> dict[str, Any] | None:
     """The settings an earlier run recorded, where there is no ``OUT.partial.json``: a finished output's
-    meta file, else the model and sampling the partial's first record carries."""
+    meta file, else the model and sampling the first record carries (of the partial, or the output)."""
     partial = partial_path(output)
     meta = meta_path(output)
-    if output.exists() and not partial.exists() and meta.exists():
+    reopening = output.exists() and not partial.exists()
+    if reopening and meta.exists():
         try:
             config = orjson.loads(meta.read_bytes()).get("config") or {}
-        except orjson.JSONDecodeError:
-            return None
-        return {k: v for k, v in config.items() if k in RESUME_KEYS}
-    if partial.exists():
-        with partial.open("rb") as handle:
-            first = handle.readline()
-        try:
-            record = orjson.loads(first)
-            return {"model": record["model"], "sampling": record["sampling"]}
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return None
-    return None
+            return {k: v for k, v in config.items() if k in RESUME_KEYS}
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+    source = output if reopening else partial
+    if not source.exists():
+        return None
+    with source.open("rb") as handle:
+        first = handle.readline()
+    try:
+        record = orjson.loads(first)
+        return {"model": record["model"], "sampling": record["sampling"]}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 class BackendFailed(InputError):
@@ -260,9 +262,11 @@ def run_sample(docs_path: Path, partial: PartialOutput, cfg: SampleConfig, backe
     for chunk in chunks(_todo(docs_path, cfg, done, skip_invalid), cfg.chunk_size):
         failed = _sample_chunk(chunk, cfg, backend, partial, summary)
         if failed:
+            kept = summary.documents + summary.resumed
+            what = (f"{partial.path} keeps the {kept} documents done: rerun with --resume" if kept
+                    else "nothing written: rerun")
             raise BackendFailed(f"{failed[0]} ({len(failed)} of {len(chunk)} documents in this chunk failed); "
-                                f"{partial.path} keeps the {summary.documents + summary.resumed} documents done: "
-                                "rerun with --resume once the backend answers")
+                                f"{what} once the backend answers")
         if on_chunk is not None:
             on_chunk(len(chunk), summary.candidates, summary.tokens)
     partial.finish()

@@ -102,12 +102,12 @@ def ok(*args) -> None:
 
 def test_a_dead_server_fails_the_run_and_resume_samples_what_failed(tmp_path, server):
     docs, out = docs_file(tmp_path), tmp_path / "c.jsonl"
-    one_line_error(cli(*sample_args(docs, out, dead_url())), "cannot reach", "--resume")
+    one_line_error(cli(*sample_args(docs, out, dead_url())), "cannot reach", "nothing written")
     partial = tmp_path / "c.jsonl.partial"
-    assert not out.exists() and partial.read_bytes() == b""  # nothing fake written, the run resumable
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]  # no fake record, nothing at all
     server.fail = {"d1", "d4"}  # up again, but failing two documents (one per chunk)
+    one_line_error(cli(*sample_args(docs, out, server.url)), "d1", "HTTP 500", "keeps the 2", "--resume")
     one_line_error(cli(*sample_args(docs, out, server.url)), "left by an interrupted run; pass --resume")
-    one_line_error(cli(*sample_args(docs, out, server.url, "--resume")), "d1", "HTTP 500", "keeps the 2")
     assert sorted(r["id"] for r in read_jsonl(partial)) == ["d0", "d2"]
     server.fail = set()
     ok(*sample_args(docs, out, server.url, "--resume"))
@@ -129,7 +129,7 @@ def test_a_dead_judge_fails_the_run_and_resume_judges_the_rest(tmp_path, server)
     judged = tmp_path / "j.jsonl"
     args = ["score", cands, "-o", judged, "--judge", "served", "--judge-backend", "openai", "--retries", "0"]
     one_line_error(cli(*args, "--judge-base-url", dead_url()), "cannot reach", "--resume")
-    assert not judged.exists() and (tmp_path / "j.jsonl.partial").exists()
+    assert not judged.exists() and not list(tmp_path.glob("j.jsonl*"))  # no judgement written, no fake one
     ok(*args, "--judge-base-url", server.url, "--resume")
     scores = [c["judge"]["score"] for r in read_jsonl(judged) for c in r["candidates"]]
     assert len(scores) == 12 and all(0 < s <= 1 for s in scores)
@@ -156,15 +156,20 @@ def test_sample_resume_refuses_other_settings(tmp_path, server, change, named):
 @pytest.mark.parametrize("change", ["model", "rubric"])
 def test_judge_resume_refuses_another_judge_or_rubric(tmp_path, server, change):
     cands = tmp_path / "c.jsonl"
-    ok(*sample_args(docs_file(tmp_path), cands, server.url))
+    ok(*sample_args(docs_file(tmp_path, 40), cands, server.url))
     judged = tmp_path / "j.jsonl"
     args = ["score", cands, "-o", judged, "--judge-backend", "openai", "--retries", "0"]
-    one_line_error(cli(*args, "--judge", "served", "--judge-base-url", dead_url()), "cannot reach")
+    server.fail = {"d35"}  # in the second chunk of 32 records: the first stays in the partial
+    one_line_error(cli(*args, "--judge", "served", "--judge-base-url", server.url), "d35", "HTTP 500")
+    server.fail = set()
+    assert len(read_jsonl(tmp_path / "j.jsonl.partial")) == 32
     rubric = tmp_path / "r.toml"
     rubric.write_text('task = "a summary"\n[[criteria]]\nname = "brevity"\ndescription = "short"\n')
     other = ["--judge", "judge-b"] if change == "model" else ["--judge", "served", "--rubric", rubric]
     named = "judge.model was 'served', now 'judge-b'" if change == "model" else "judge.rubric.criteria"
     one_line_error(cli(*args, *other, "--judge-base-url", server.url, "--resume"), named)
+    ok(*args, "--judge", "served", "--judge-base-url", server.url, "--resume")
+    assert len(read_jsonl(judged)) == 40
 
 
 # ----------------------------------------------------------------------------- one run per output
