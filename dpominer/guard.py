@@ -152,7 +152,7 @@ class Guard:
         self.primary = self.primary or str(out)
         sweep_stale(real)
         if lock:
-            self.locks.append(RunLock(out))
+            self.locks.append(RunLock(real, shown=out))
 
     def release(self) -> None:
         while self.locks:
@@ -255,7 +255,9 @@ class RunLock:
     The kernel drops it when the process dies (kill -9 included), so a stale file never blocks a run.
     A second run into the same output — with ``--resume`` or not — is refused, naming the holder."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, shown: Path | None = None):
+        shown = shown or out
+        out = _resolved(out)  # `-o .` has no name of its own
         self.path = out.with_name(f".{out.name}.lock")
         ensure_folder(self.path.parent)  # the output's folder, made as the output would make it
         while True:
@@ -265,7 +267,7 @@ class RunLock:
             except BlockingIOError:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise InputError(f"{out}: another dpominer run ({holder}) is writing it; wait for it to end, or "
+                raise InputError(f"{shown}: another dpominer run ({holder}) is writing it; wait for it to end, or "
                                  "stop it first") from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
