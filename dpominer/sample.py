@@ -252,12 +252,24 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def run_sample(docs_path: Path, partial: PartialOutput, cfg: SampleConfig, backend, *,
+def run_sample(docs_path: Path, partial: PartialOutput | Path, cfg: SampleConfig, backend, *,
                done: set[str] = frozenset(), skip_invalid: bool = False,
                on_chunk: Callable[[int, int, int], None] | None = None) -> SampleSummary:
-    """Sample every document of ``docs_path`` in this shard and not in ``done`` into ``partial``, then
-    rename it to the output. A document the backend failed on (a dead server after its retries) is not
-    written: the run stops with one line, and ``--resume`` asks for it again."""
+    """Sample every document of ``docs_path`` in this shard and not in ``done`` into ``partial`` (started
+    by :func:`pending`; given an output path, a fresh one), then rename it to the output. A document the
+    backend failed on (a dead server after its retries) is not written: the run stops with one line,
+    and ``--resume`` asks for it again."""
+    if not isinstance(partial, PartialOutput):
+        partial = PartialOutput(Path(partial), resume_settings(cfg))
+        partial.start(resume=False)
+    try:
+        return _run(docs_path, partial, cfg, backend, done, skip_invalid, on_chunk)
+    finally:
+        partial.close()
+
+
+def _run(docs_path: Path, partial: PartialOutput, cfg: SampleConfig, backend, done: set[str], skip_invalid: bool,
+         on_chunk: Callable[[int, int, int], None] | None) -> SampleSummary:
     summary = SampleSummary(resumed=len(done))
     for chunk in chunks(_todo(docs_path, cfg, done, skip_invalid), cfg.chunk_size):
         failed = _sample_chunk(chunk, cfg, backend, partial, summary)
