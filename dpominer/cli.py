@@ -192,6 +192,7 @@ def sample(
     concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="Requests in flight (backend openai)."),
     retries: int | None = typer.Option(None, "--retries", min=0, help="Backend openai: retries of a failed request "
                                        "(backoff; default 5), then the run stops, resumable."),
+    dpi: int | None = typer.Option(None, "--dpi", min=1, help="Resolution PDF pages are rendered at (150)."),
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
     """Sample n candidates per document with vLLM, transformers, or an OpenAI-compatible server."""
@@ -216,7 +217,7 @@ def sample(
                  "gpu_memory_utilization": ("--gpu-memory-utilization", gpu_memory_utilization),
                  "threads": ("--threads", threads), "trust_remote_code": ("--trust-remote-code", trust_remote_code),
                  "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency),
-                 "retries": ("--retries", retries)}
+                 "retries": ("--retries", retries), "dpi": ("--dpi", dpi)}
         cfg = build_config(SampleConfig, config, flags)
         for path in (docs, config):
             guard.add_input(path)
@@ -308,7 +309,12 @@ def train(
     lora: bool | None = typer.Option(None, "--lora", help="Train a LoRA adapter (needs peft)."),
     lora_r: int | None = typer.Option(None, "--lora-r", min=1),
     merge: bool | None = typer.Option(None, "--merge", help="With --lora: write the merged full model."),
-    save_every: int | None = typer.Option(None, "--save-every", min=0, help="Steps between checkpoints (50; 0 none)."),
+    freeze_vision: bool | None = typer.Option(
+        None, "--freeze-vision/--no-freeze-vision", help="VLMs: keep the vision tower and projector frozen "
+        "(default; LoRA then targets the language model only)."),
+    dpi: int | None = typer.Option(None, "--dpi", min=1, help="Resolution PDF pages are rendered at (150)."),
+    save_every: int | None = typer.Option(
+        None, "--save-every", min=0, help="Steps between checkpoints (50; 0 none)."),
     seed: int | None = typer.Option(None, "--seed", min=0),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     resume: bool = typer.Option(False, "--resume", help="Go on from the newest checkpoint in OUTPUT."),
@@ -328,7 +334,8 @@ def train(
         "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
         "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "ref": ref, "lora.enabled": lora,
-        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads}.items()}
+        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads,
+        "freeze_vision": freeze_vision, "dpi": dpi}.items()}
     flags |= {"lora.enabled": ("--lora", lora), "lora.r": ("--lora-r", lora_r)}
     with user_errors() as guard:
         from .config import build_config
@@ -367,6 +374,7 @@ def eval_(
     max_tokens: int = typer.Option(512, "--max-tokens", min=1),
     seed: int = typer.Option(0, "--seed", min=0),
     backend: str = typer.Option("auto", "--backend", help="auto | vllm | hf | openai"),
+    dpi: int | None = typer.Option(None, "--dpi", min=1, help="Resolution PDF pages are rendered at (150)."),
     sample_config: Path | None = typer.Option(None, "--sample-config", help="More `sample` settings (TOML/JSON).",
                                               dir_okay=False),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed eval: keep the models sampled, go on "
@@ -398,6 +406,7 @@ def eval_(
         flags = ["-n", str(n), "--temperature", str(temperature), "--max-tokens", str(max_tokens),
                  "--seed", str(seed), "--backend", backend]
         flags += ["--config", str(sample_config)] if sample_config else []
+        flags += ["--dpi", str(dpi)] if dpi else []
         result = run_eval(docs, model, candidates, output, flags, ScoreConfig(), resume=resume)
         write_json(output / "eval.json", result | {"sampling": {"n": n, "temperature": temperature,
                                                                 "max_tokens": max_tokens, "seed": seed}})

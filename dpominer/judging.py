@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Request, SamplingSpec
+from .images import rebase_record
 from .judge import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
 from .mining import ScoreConfig, Summary, count_record, read_records, score_record
 from .partial import PartialOutput
@@ -50,8 +51,8 @@ def make_judge_backend(cfg: JudgeConfig):
 def task_text(record: CandidateRecord) -> str:
     """What the model was asked: the last user message, or the prompt string."""
     if record.messages is not None:
-        users = [m.content for m in record.messages if m.role == "user"]
-        return users[-1] if users else record.messages[-1].content
+        users = [m.text for m in record.messages if m.role == "user"]
+        return users[-1] if users else record.messages[-1].text
     return record.prompt or ""
 
 
@@ -145,7 +146,8 @@ def run_judged_score(src: Path, partial: PartialOutput, score_cfg: ScoreConfig, 
             count_record(summary, record)
             agreement += [(c.judge["score"], c.fidelity["cer"]) for c in record.candidates
                           if c.judge and "score" in c.judge and c.fidelity and "cer" in c.fidelity]
-        partial.append(orjson.dumps(record.model_dump(exclude_none=True)) + b"\n" for record in chunk)
+        partial.append(orjson.dumps(rebase_record(record.model_dump(exclude_none=True), src.parent,
+                                                  partial.output.parent)) + b"\n" for record in chunk)
         if on_chunk is not None:
             on_chunk(len(chunk))
     partial.finish()

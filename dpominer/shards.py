@@ -13,7 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from .records import CandidateRecord, Document, InputError, atomic_output, iter_jsonl
+from .images import rebase_record
+from .records import CandidateRecord, Document, InputError, atomic_output, dumps, iter_jsonl
 
 
 @dataclass
@@ -92,8 +93,13 @@ def write(inputs: list[Path], output: Path) -> None:
         for path in inputs:
             for record in iter_jsonl(path, CandidateRecord, on_line=remember, allow_empty=True):
                 key = _digest(record.id)
-                if key not in seen:
-                    seen.add(key)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if record.images and path.parent.resolve() != output.parent.resolve():
+                    # image paths resolve from a file's folder: rewritten for the merged file's
+                    out.write(dumps(rebase_record(record.model_dump(exclude_none=True), path.parent, output.parent)))
+                else:
                     out.write(raw[0] if raw[0].endswith(b"\n") else raw[0] + b"\n")
 
 
