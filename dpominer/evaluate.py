@@ -16,13 +16,18 @@ from .records import CandidateRecord, InputError, iter_jsonl
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (Wilson 1927); (0, 0) for n = 0."""
+    """Wilson score interval for k successes in n trials (Wilson 1927); (0, 0) for n = 0.
+
+    The bounds always hold the rate k/n: at k = 0 the lower bound is exactly 0 and at k = n the upper is
+    exactly 1 (in floating point they come out as 2.8e-17 and 0.9999999999999999, a negative error bar)."""
     if n == 0:
         return 0.0, 0.0
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if k == 0 else min(p, max(0.0, centre - half))
+    high = 1.0 if k == n else max(p, min(1.0, centre + half))
+    return low, high
 
 
 def _median(values: list[float]) -> float | None:
@@ -125,30 +130,39 @@ def labels_for(names: list[str]) -> list[str]:
     return [b if base.count(b) == 1 else f"{i}-{b}" for i, b in enumerate(base)]
 
 
-def sample_command(docs: Path, model: str, output: Path, sample_flags: list[str]) -> list[str]:
+def sample_command(docs: Path, model: str, output: Path, sample_flags: list[str], resume: bool = False) -> list[str]:
     """`dpominer sample` as a child process: each model gets a fresh engine, and memory is freed after."""
     return [sys.executable, "-m", "dpominer", "sample", str(docs), "-o", str(output), "--model", model,
-            *sample_flags]
+            *sample_flags, *(["--resume"] if resume else [])]
+
+
+def plan(models: list[str], candidates: list[Path], out_dir: Path) -> list[tuple[str, str | None, Path, Path]]:
+    """(label, model or None, candidate file, scored file) per input: every file eval writes but eval.json."""
+    rows: list[tuple[str, str | None, Path, Path]] = []
+    for label, model in zip(labels_for(models), models, strict=True):
+        rows.append((label, model, out_dir / f"{label}.candidates.jsonl", out_dir / f"{label}.scored.jsonl"))
+    for label, path in zip(labels_for([str(c) for c in candidates]), candidates, strict=True):
+        rows.append((label, None, path, out_dir / f"{label}.scored.jsonl"))
+    return rows
 
 
 def run_eval(docs: Path | None, models: list[str], candidates: list[Path], out_dir: Path,
-             sample_flags: list[str], score_cfg) -> dict[str, Any]:
-    """Sample (for models) and score every input, then aggregate; returns what eval.json holds."""
+             sample_flags: list[str], score_cfg, resume: bool = False) -> dict[str, Any]:
+    """Sample (for models) and score every input, then aggregate; returns what eval.json holds.
+
+    Sampling goes through `dpominer sample` and its partial files, so ``resume`` continues a killed
+    eval: finished models are kept (their settings checked), a half-sampled one goes on where it stopped."""
     from .mining import run_score
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    sources: list[tuple[str, Path]] = []
-    for label, model in zip(labels_for(models), models, strict=True):
-        cand_path = out_dir / f"{label}.candidates.jsonl"
-        proc = subprocess.run(sample_command(docs, model, cand_path, sample_flags))  # type: ignore[arg-type]
-        if proc.returncode != 0:
-            raise InputError(f"--model {model}: `dpominer sample` failed (exit {proc.returncode}; see above)")
-        sources.append((label, cand_path))
-    sources += list(zip(labels_for([str(c) for c in candidates]), candidates, strict=True))
     rows = []
-    for label, path in sources:
-        scored = out_dir / f"{label}.scored.jsonl"
-        run_score(path, scored, score_cfg)
-        rows.append(evaluate_file(scored, label).as_dict() | {"candidates_file": str(path),
-                                                               "scored_file": str(scored)})
+    for label, model, cand_path, scored in plan(models, candidates, out_dir):
+        if model is not None:
+            proc = subprocess.run(sample_command(docs, model, cand_path, sample_flags, resume))  # type: ignore[arg-type]
+            if proc.returncode != 0:
+                raise InputError(f"--model {model}: `dpominer sample` failed (exit {proc.returncode}; see above)"
+                                 + ("" if resume else "; after a stop, rerun eval with --resume"))
+        run_score(cand_path, scored, score_cfg)
+        rows.append(evaluate_file(scored, label).as_dict() | {"candidates_file": str(cand_path),
+                                                                 "scored_file": str(scored)})
     return {"models": rows, "changes": compare(rows)}

@@ -15,6 +15,8 @@ Default policy (``PairConfig``):
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,6 +46,12 @@ class PairConfig(BaseModel):
 class PairOutcome:
     pairs: list[Pair]
     no_pair_reason: str | None  # set when a document yields no pair
+
+
+def _usable(cand: Candidate) -> bool:
+    """A candidate the model really wrote: not a failed request (``finish_reason`` "error", what a dead
+    server leaves), not blank. Only these become either side of a pair."""
+    return cand.finish_reason != "error" and not getattr(cand, "error", None) and bool(cand.text.strip())
 
 
 def _verdict(cand: Candidate) -> str:
@@ -82,7 +90,7 @@ def _scores(cand: Candidate) -> dict[str, Any]:
 
 def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
     """Best clean candidate and None, or None and why none qualifies."""
-    clean = [c for c in record.candidates if _verdict(c) == "clean" and c.finish_reason != "error" and c.text.strip()]
+    clean = [c for c in record.candidates if _verdict(c) == "clean" and _usable(c)]
     if mode == "fidelity":
         if record.reference is None:
             return None, "no_reference"
@@ -104,19 +112,47 @@ def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[C
 
 def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_cer: float | None, cfg: PairConfig,
                     mode: str) -> list[tuple[Candidate, str]]:
-    degenerate = sorted((c for c in record.candidates if _verdict(c) == "degenerate"),
+    usable = [c for c in record.candidates if _usable(c)]
+    degenerate = sorted((c for c in usable if _verdict(c) == "degenerate"),
                         key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
     ordered = [(c, "rejected_degenerate") for c in degenerate]
     if cfg.reject_worse and mode == "fidelity" and chosen_cer is not None:
-        worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _cer(c) is not None
+        worse = [c for c in usable if _verdict(c) != "degenerate" and _cer(c) is not None
                  and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_fidelity") for c in sorted(worse, key=lambda c: (-_cer(c), c.index))]
     top = _judge_score(chosen) if chosen is not None else None
     if cfg.reject_worse and mode == "judge" and top is not None:
-        worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _judge_score(c) is not None
+        worse = [c for c in usable if _verdict(c) != "degenerate" and _judge_score(c) is not None
                  and _judge_score(c) <= top - cfg.min_judge_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_judge") for c in sorted(worse, key=lambda c: (_judge_score(c), c.index))]
     return ordered
+
+
+NEAR_DUP_WINDOW = 4096  # characters of each end compared when texts are longer than twice this
+
+
+def _norm_key(text: str) -> bytes:
+    """A digest of the text after NFC and collapsed whitespace (the fidelity normalisation)."""
+    return hashlib.blake2b(" ".join(unicodedata.normalize("NFC", text).split()).encode(), digest_size=16).digest()
+
+
+def near_duplicate(a: str, b: str, threshold: float) -> bool:
+    """rapidfuzz ratio ≥ ``threshold``, at a cost bounded in the texts' length.
+
+    Equal texts match at once (``make_pairs`` also matches texts equal after normalising, by digest);
+    texts whose lengths alone rule the ratio out (it is at most 200·min/(sum) %) are not compared;
+    texts longer than 2 × ``NEAR_DUP_WINDOW`` are compared on their first and last ``NEAR_DUP_WINDOW``
+    characters (where a loop shows its unit), so a few multi-megabyte loops cost what a few pages do."""
+    if a == b:
+        return True
+    short, long_ = sorted((len(a), len(b)))
+    if 200.0 * short / max(short + long_, 1) < threshold:
+        return False
+    window = NEAR_DUP_WINDOW
+    if long_ > 2 * window:
+        a = a[:window] + a[-window:] if len(a) > 2 * window else a
+        b = b[:window] + b[-window:] if len(b) > 2 * window else b
+    return fuzz.ratio(a, b, score_cutoff=threshold) > 0 if threshold > 0 else True
 
 
 def _completion(text: str, conversational: bool, parts: bool = False) -> str | list[dict[str, Any]]:
@@ -150,17 +186,18 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     if not chosen_text.strip():
         return PairOutcome([], "empty_reference")
 
-    picked: list[tuple[Candidate, str]] = []
+    picked: list[tuple[Candidate, str, bytes]] = []
+    chosen_key = _norm_key(chosen_text)
     for cand, reason in _rejected_order(record, chosen, chosen_cer, cfg, mode):
         if len(picked) >= cfg.max_pairs_per_doc:
             break
-        if chosen is not None and cand.index == chosen.index:
+        key = _norm_key(cand.text)  # each text normalised once, however many it is compared with
+        if (chosen is not None and cand.index == chosen.index) or key == chosen_key:
+            continue  # nothing to prefer: the same text on both sides
+        if any(key == other_key or near_duplicate(cand.text, other.text, cfg.dedup_threshold)
+               for other, _, other_key in picked):
             continue
-        near_dup = any(fuzz.ratio(cand.text, other.text, score_cutoff=cfg.dedup_threshold)
-                       for other, _ in picked)
-        if near_dup:
-            continue
-        picked.append((cand, reason))
+        picked.append((cand, reason, key))
     if not picked:
         return PairOutcome([], "no_rejected")
 
@@ -179,6 +216,6 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
             chosen_scores=chosen_scores,
             rejected_scores=_scores(cand),
         )
-        for cand, reason in picked
+        for cand, reason, _ in picked
     ]
     return PairOutcome(pairs, None)

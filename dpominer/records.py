@@ -148,6 +148,16 @@ class CandidateRecord(_Prompted):
     sampling: dict[str, Any] = Field(default_factory=dict)
     candidates: list[Candidate]
 
+    @model_validator(mode="after")
+    def _unique_indices(self):
+        """A pair names its sides by index: two candidates with one index would make that ambiguous."""
+        seen: set[int] = set()
+        for position, cand in enumerate(self.candidates):
+            if cand.index in seen:
+                raise ValueError(f"candidates[{position}].index {cand.index} repeats")
+            seen.add(cand.index)
+        return self
+
 
 class Pair(BaseModel):
     """A TRL-compatible preference pair plus provenance."""
@@ -257,21 +267,61 @@ def dumps(record: BaseModel | dict[str, Any]) -> bytes:
     return orjson.dumps(data) + b"\n"
 
 
+class _Checked:
+    """A file handle whose OS errors (a full disk surfaces at write, flush or close) name the output."""
+
+    def __init__(self, handle, shown: Path):
+        self._handle, self._shown = handle, shown
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            from .guard import WriteError
+
+            raise WriteError(self._shown, exc) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+
 @contextmanager
 def atomic_output(path: str | Path, mode: str = "wb"):
-    """Open ``path`` for writing via a temp file in the same folder; rename only on success.
+    """Open ``path`` for writing via a temp file (``.NAME.tmp-PID``) in the same folder; rename only on
+    success. The current command's output guard is asked first (an output may not replace an input).
 
-    A crash or an error leaves the final path untouched (no half-written file under its name).
+    A crash, an error or a signal leaves the final path untouched (no half-written file under its name)
+    and no temp file behind; an OS error (full disk, read-only folder, no permission) is one line naming
+    the path.
     """
+    from .guard import WriteError, check_write, ensure_folder, temp_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    check_write(path)
+    tmp = temp_path(path)
     try:
-        with tmp.open(mode) as handle:
-            yield handle
+        ensure_folder(path.parent)
+        try:
+            handle = tmp.open(mode)
+        except OSError as exc:
+            raise WriteError(path, exc) from None
+        try:
+            yield _Checked(handle, path)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            handle.close()
+        except OSError as exc:  # a full disk often shows only at the flush
+            raise WriteError(path, exc) from None
+        finally:
+            if not handle.closed:
+                try:
+                    handle.close()
+                except OSError:
+                    pass  # the error that brought us here is the one to report
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise WriteError(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .guard import check_write
 from .records import InputError, atomic_output
 
 
@@ -67,9 +68,9 @@ def _add_file(runs: Runs, path: Path) -> None:
     runs.sources.append(str(path))
 
 
-def collect(paths: list[Path]) -> Runs:
-    """Read every path; a folder contributes its eval.json, metrics.jsonl and *.jsonl files."""
-    runs = Runs()
+def input_files(paths: list[Path]) -> list[Path]:
+    """The files a report reads: each path, a folder standing for its eval.json, metrics.jsonl and *.jsonl."""
+    files = []
     for path in paths:
         if path.is_dir():
             found = [p for p in (path / "eval.json", path / "metrics.jsonl") if p.exists()]
@@ -77,12 +78,19 @@ def collect(paths: list[Path]) -> Runs:
                             and not p.name.endswith(".candidates.jsonl"))  # eval's scored copies suffice
             if not found:
                 raise InputError(f"{path}: no eval.json, metrics.jsonl or JSONL files in this folder")
-            for f in found:
-                _add_file(runs, f)
+            files += found
         elif path.exists():
-            _add_file(runs, path)
+            files.append(path)
         else:
             raise InputError(f"{path}: no such file or folder")
+    return files
+
+
+def collect(paths: list[Path]) -> Runs:
+    """Read every input file (see :func:`input_files`)."""
+    runs = Runs()
+    for path in input_files(paths):
+        _add_file(runs, path)
     return runs
 
 
@@ -93,10 +101,11 @@ def _plot_degeneration(ax, runs: Runs) -> int:
     for _, data in runs.evals:
         for row in data["models"]:
             lo, hi = row["degeneration_ci95"]
+            rate = row["degeneration_rate"]
             labels.append(row["label"])
-            rates.append(row["degeneration_rate"])
-            lows.append(row["degeneration_rate"] - lo)
-            highs.append(hi - row["degeneration_rate"])
+            rates.append(rate)
+            lows.append(max(0.0, rate - lo))  # an eval.json with rounding noise (2.8e-17 at k=0) still plots
+            highs.append(max(0.0, hi - rate))
     if labels:
         ax.bar(labels, rates, yerr=[lows, highs], capsize=6, color="#4c72b0")
         ax.set_ylabel("degenerate candidates (95 % CI)")
@@ -307,10 +316,12 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
     if not plots:
         raise InputError("nothing to plot: give candidate or scored files, pairs, metrics.jsonl or eval.json")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
+    assets = {name: output.with_name(f"{output.stem}-{name}.png") for name, *_ in plots}
+    for path in (output, *assets.values()):
+        check_write(path)  # every file is checked before the first is written
     sections = []
     for name, title, png, points in plots:
-        with atomic_output(output.with_name(f"{output.stem}-{name}.png")) as f:
+        with atomic_output(assets[name]) as f:
             f.write(png)
         sections.append(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" data-points="{points}" '
                         f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')

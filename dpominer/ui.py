@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .guard import Guard
 from .runinfo import InputDigest
 
 console = Console()
@@ -37,6 +38,34 @@ def reading(path: Path, description: str) -> Iterator[InputDigest]:
 
 def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[Guard]:
+    """One command run under its output guard. Bad input, an OS error (full disk, read-only folder, no
+    permission) or a stop (Ctrl-C, SIGTERM, SIGHUP) → one line on stderr naming the path and the cause,
+    exit code 1, no traceback; temp files are gone and a resumable partial file stays resumable."""
+    import typer
+
+    from .guard import Interrupted, describe_os_error, guarded
+    from .records import InputError
+
+    with guarded() as guard:
+        try:
+            yield guard
+        except InputError as exc:
+            error(str(exc))
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            where = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+            error(f"{where}: {describe_os_error(exc)}" if where else describe_os_error(exc))
+            raise typer.Exit(1) from None
+        except (Interrupted, KeyboardInterrupt) as exc:
+            name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
+            kept = [str(p) for p in guard.resumable if p.exists()]
+            left = f"{kept[0]} kept: rerun with --resume to continue" if kept else "no output written"
+            error(f"{guard.primary or 'dpominer'}: stopped by {name}; {left}")
+            raise typer.Exit(1) from None
 
 
 def counts_table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -167,6 +196,8 @@ def show_train_summary(summary: dict, output: Path, meta: Path) -> None:
             rows.append((key.replace("_", " "), str(cut[key])))
     for reason, n in cut["dropped"].items():
         rows.append((f"dropped: {reason}", f"[yellow]{n}[/]"))
+    for reason, n in summary.get("skipped", {}).items():
+        rows.append((f"invalid pairs skipped: {reason}", f"[yellow]{n}[/]"))
     if summary["ref_cache"]:
         rows.append(("reference log-probs", "cache hit" if summary["ref_cache_hit"] else "computed, cached"))
     for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):

@@ -91,8 +91,8 @@ def test_mixed_prompt_forms_are_refused(tmp_path):
 
 def test_flag_errors_name_the_flag(candidates_file, tmp_path):
     result = run("pair", candidates_file, "-o", tmp_path / "p.jsonl", "--min-margin", "-1")
-    assert result.exit_code == 1
-    assert "--min-margin: Input should be greater than or equal to 0 (got -1.0)" in result.output
+    assert result.exit_code == 2  # refused while parsing, before any work
+    assert "Error: Invalid value for '--min-margin': Input should be greater than or equal to 0" in result.output
     bad = run("pair", candidates_file, "-o", tmp_path / "p.jsonl", "--chosen-from", "best")
     assert bad.exit_code == 1 and "--chosen-from: Input should be 'candidates', 'reference' or 'auto'" in bad.output
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from dpominer.backends import LoopStop
 from dpominer.cli import app
 from dpominer.degeneration import detect
-from dpominer.sample import derive_seed, recover_partial, shard_of
+from dpominer.partial import recover as recover_partial
+from dpominer.sample import derive_seed, shard_of
 
 runner = CliRunner()
 FAST = ["--backend", "hf", "--threads", "1", "-n", "3", "--max-tokens", "24", "--temperature", "1.0"]
@@ -121,9 +122,10 @@ def test_shards_cover_every_document_once_and_merge_reports_gaps(tiny_model, tmp
 
     result = runner.invoke(app, ["merge", str(shards[0]), str(shards[0]), str(shards[1]), "-o", str(merged),
                                  "--docs", str(docs), "--strict"])
-    assert result.exit_code == 1
-    meta = json.loads((tmp_path / "merged.jsonl.meta.json").read_text())["summary"]
-    assert (meta["duplicates"], meta["missing"]) == (sizes[0], sizes[2])
+    assert result.exit_code == 1  # and nothing written: the first merge's file and record stay
+    assert f"--strict: {sizes[0]} duplicate ids" in result.output and f"{sizes[2]} documents missing" in result.output
+    assert by_id(merged) == by_id(tmp_path / "full.jsonl")
+    assert json.loads((tmp_path / "merged.jsonl.meta.json").read_text())["summary"]["duplicates"] == 0
 
 
 def test_too_long_documents_are_recorded_not_fatal(tiny_model, tmp_path):
@@ -160,10 +162,12 @@ def test_bad_flags_name_the_flag(tiny_model, tmp_path):
     docs = write_jsonl(tmp_path / "docs.jsonl", documents(2))
     for flags, message in ((["--shard", "3/2"], "--shard: must be I/N"),
                            (["--backend", "openai"], "--base-url: needed with --backend openai"),
-                           (["--temperature", "-1"], "--temperature: Input should be greater than or equal to 0"),
+                           (["--top-p", "0"], "--top-p: Input should be greater than 0"),
                            (["--model", "./nowhere"], "--model: ./nowhere does not exist")):
         result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), *flags])
         assert result.exit_code == 1 and message in result.output, result.output
+    result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), "--temperature", "-1"])
+    assert result.exit_code == 2 and "Invalid value for '--temperature'" in result.output  # out of range: parse time
     assert not (tmp_path / "c.jsonl").exists()
 
 

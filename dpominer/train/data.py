@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -92,6 +93,57 @@ class Truncation:
     rejected_cut: int = 0
     loops_kept_by_moving_the_cut: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+
+
+class PairCheck:
+    """What no pair may be, checked on every line before training (``pairs.jsonl:LINE: why``): a side that
+    is empty or blank, a side from a failed generation (``finish_reason`` "error", what a dead server
+    leaves), chosen equal to rejected once Unicode and whitespace are normalised as for fidelity, or an
+    exact copy of an earlier pair. ``reason`` names the last refusal (the summary counts skips by it)."""
+
+    def __init__(self) -> None:
+        self.lineno = 0
+        self.reason: str | None = None
+        self.seen: dict[bytes, int] = {}  # 16-byte digest of (prompt, chosen, rejected) → line
+
+    def line(self, raw: bytes) -> None:
+        self.lineno += 1
+        self.reason = None
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.reason = reason
+        raise ValueError(message)
+
+    def __call__(self, record: PreferenceRecord) -> None:
+        from ..fidelity import FidelityConfig, normalise
+
+        texts = {}
+        for side in ("chosen", "rejected"):
+            text = _side_text(getattr(record, side))
+            if not text.strip():
+                self._refuse(f"{side}_blank", f"the {side} side is {'blank' if text else 'empty'}")
+            scores = getattr(record, f"{side}_scores") or {}
+            if scores.get("finish_reason") == "error" or scores.get("error"):
+                self._refuse(f"{side}_failed", f"the {side} side comes from a failed generation (finish_reason "
+                                               "'error'), not from the model")
+            texts[side] = normalise(text, FidelityConfig())
+        if texts["chosen"] == texts["rejected"]:
+            self._refuse("chosen_equals_rejected", "chosen and rejected are the same text (after normalising Unicode "
+                                                   "and whitespace): nothing to prefer")
+        key = hashlib.blake2b(orjson.dumps([_plain(record.prompt), _plain(record.chosen), _plain(record.rejected)]),
+                              digest_size=16).digest()
+        if key in self.seen:
+            self._refuse("duplicate", f"an exact copy of the pair on line {self.seen[key]}")
+        self.seen[key] = self.lineno
+
+
+def _plain(value: str | list[Message]) -> Any:
+    return value if isinstance(value, str) else [m.model_dump() for m in value]
+
+
+def _side_text(value: str | list[Message]) -> str:
+    """A completion's text: the string, or the contents of its messages."""
+    return value if isinstance(value, str) else "".join(m.text for m in value)
 
 
 def _messages(value: str | list[Message]) -> list[dict[str, Any]]:
