@@ -56,6 +56,8 @@ def score(
     output: Path = OUTPUT,
     config: Path | None = CONFIG,
     rescore: bool | None = typer.Option(None, "--rescore", help="Recompute scores already present."),
+    min_coverage: float | None = typer.Option(None, "--min-coverage", help="Share of the reference's words a "
+                                              "candidate that stopped on its own must reproduce (0.8)."),
     judge: str | None = typer.Option(None, "--judge", help="Judge model: every non-degenerate candidate gets a "
                                      "rubric score (for documents without a reference)."),
     judge_backend: str | None = typer.Option(None, "--judge-backend", help="auto | vllm | hf | openai"),
@@ -72,7 +74,8 @@ def score(
     with user_errors():
         from .config import build_config
 
-        cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore)})
+        cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore),
+                                                 "omission.min_coverage": ("--min-coverage", min_coverage)})
         if judge is None:
             if resume:
                 raise InputError("--resume: only with --judge (plain scoring is quick to redo)")
@@ -116,6 +119,10 @@ def pair(
         None, "--dedup-threshold", help="rapidfuzz ratio (0-100) at which candidates collapse."),
     reject_worse: bool | None = typer.Option(
         None, "--reject-worse/--no-reject-worse", help="Also reject clean candidates of clearly worse fidelity."),
+    reject_omission: bool | None = typer.Option(
+        None, "--reject-omission/--no-reject-omission", help="Reject candidates that stopped early (on by default)."),
+    min_coverage: float | None = typer.Option(None, "--min-coverage", help="Share of the reference's words a "
+                                              "candidate that stopped on its own must reproduce (0.8)."),
     score_by: str | None = typer.Option(None, "--score-by", help="auto | fidelity | judge: how candidates rank."),
     min_judge_margin: float | None = typer.Option(
         None, "--min-judge-margin", help="Least judge-score gap (0-1) to reject a worse-judged candidate."),
@@ -137,6 +144,8 @@ def pair(
             "policy.max_pairs_per_doc": ("--max-pairs-per-doc", max_pairs_per_doc),
             "policy.dedup_threshold": ("--dedup-threshold", dedup_threshold),
             "policy.reject_worse": ("--reject-worse", reject_worse),
+            "policy.reject_omission": ("--reject-omission", reject_omission),
+            "score.omission.min_coverage": ("--min-coverage", min_coverage),
             "policy.score_by": ("--score-by", score_by),
             "policy.min_judge_margin": ("--min-judge-margin", min_judge_margin),
         })

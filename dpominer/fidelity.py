@@ -6,6 +6,10 @@
 * ``wer`` — the same over whitespace-separated words.
 * ``similarity`` — 1 − distance / max(len) (bounded, symmetric).
 * ``composite`` — DharmaOCR's quality score: (Levenshtein ratio + BLEU-4) / 2.
+* ``coverage`` — the share of the reference's words the candidate reproduces *in order*: the longest
+  common subsequence of the two word lists / the reference's word count. Extra words (a preamble, a
+  loop) cost nothing; words left out do. 1 for a full copy, 0.31 for one that stops after 31 % of the
+  words. CER cannot show an early stop once loops have pushed it above 1; coverage can.
 
 Both strings are normalised first: Unicode NFC (a decomposed "Café" is otherwise 2 edits from the
 composed one) and collapsed whitespace; each step can be turned off.
@@ -19,7 +23,7 @@ from collections import Counter
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
-from rapidfuzz.distance import Indel, Levenshtein
+from rapidfuzz.distance import Indel, LCSseq, Levenshtein
 
 
 class FidelityConfig(BaseModel):
@@ -51,6 +55,14 @@ def wer(hypothesis: str, reference: str) -> float:
     if not ref_words:
         return 0.0 if not hyp_words else float(len(hyp_words))
     return Levenshtein.distance(hyp_words, ref_words) / len(ref_words)
+
+
+def coverage(hypothesis: str, reference: str) -> float:
+    """Share of the reference's words reproduced in order (LCS over words), on normalised strings."""
+    ref_words = reference.split()
+    if not ref_words:
+        return 1.0
+    return LCSseq.similarity(hypothesis.split(), ref_words) / len(ref_words)
 
 
 def _ngrams(words: list[str], n: int) -> Counter:
@@ -95,4 +107,5 @@ def fidelity(hypothesis: str, reference: str, cfg: FidelityConfig | None = None)
         "similarity": round(1 - distance / longest if longest else 1.0, 6),
         "bleu4": round(bleu, 6),
         "composite": round((lev_ratio + bleu) / 2, 6),
+        "coverage": round(coverage(hyp, ref), 6),
     }

@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .omission import Omission
+
 FinishReason = Literal["stop", "length", "repetition", "error"]
 
 
@@ -91,6 +93,7 @@ class Candidate(BaseModel):
     degeneration: Degeneration | None = None
     fidelity: dict[str, float] | None = None
     judge: dict[str, Any] | None = None
+    omission: Omission | None = None
 
 
 class CandidateRecord(_Prompted):

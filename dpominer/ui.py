@@ -60,6 +60,9 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
         rows.append((f"    kind: {kind}", str(n)))
     if summary["mean_cer"] is not None:
         rows.append(("mean CER", f"{summary['mean_cer']:.4f}"))
+    for verdict, n in sorted(summary.get("omission", {}).items()):
+        rows.append((f"  {'omission (stopped early)' if verdict == 'omission' else verdict}",
+                     f"{n} ({n / cand:.1%})" if cand else "0"))
     if summary["pairs"] or summary["documents_without_pair"]:
         rows.append(("pairs", f"[bold]{summary['pairs']}[/]"))
         for reason, n in summary["pairs_by_reason"].items():
@@ -68,6 +71,13 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
             rows.append((f"  chosen from {source}", str(n)))
         for reason, n in summary["documents_without_pair"].items():
             rows.append((f"  no pair: {reason}", str(n)))
+        lengths = summary.get("pair_lengths")
+        if lengths:
+            longer = lengths["rejected_longer_share"]
+            rows.append(("  chosen/rejected length", f"{lengths['chosen_rejected_ratio']:.2f} (chars; geometric mean "
+                         f"per pair {lengths['chosen_rejected_ratio_geomean']:.2f})"))
+            rows.append(("  rejected side longer", f"[yellow]{longer:.0%}[/] (teaches length, not loops)"
+                         if longer > 0.9 else f"{longer:.0%}"))
     judge = summary.get("judge")
     if judge:
         rows.append(("judged", f"[bold]{judge.get('judged', 0)}[/] ({judge.get('retried_ok', 0)} on a retry)"))
