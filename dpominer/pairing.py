@@ -12,8 +12,8 @@ Default policy (``PairConfig``):
   model to stop early, not to avoid loops); most severe loop / lowest coverage first. Then candidates
   clearly worse than the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge
   (``score_by``), a judge score lower by at least ``min_judge_margin``. Suspect candidates are never
-  chosen and only rejected as worse; candidates whose judging failed are neither chosen nor rejected as worse. Near-duplicates
-  collapse to one (rapidfuzz ratio). An omission is never chosen.
+  chosen and only rejected as worse; candidates whose judging failed are neither chosen nor rejected
+  as worse. Near-duplicates collapse to one (rapidfuzz ratio). An omission is never chosen.
 * at most ``max_pairs_per_doc`` pairs per document.
 """
 
