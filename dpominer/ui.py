@@ -199,13 +199,25 @@ def show_eval(result: dict, path: Path, meta: Path) -> None:
     first = result["models"][0]
     table = Table(title=f"{path} — {first['documents']} documents, {first['candidates']} candidates per model",
                   title_justify="left", title_style="bold")
-    for name in ("model", "degenerate (95 % CI)", "Δ", "docs looping", "hit max", "CER mean", "Δ CER"):
+    for name in ("model", "degenerate (95 % CI)", "Δ", "omission (95 % CI)", "Δ", "coverage median / mean",
+                 "docs looping", "hit max", "CER mean", "Δ CER"):
         table.add_column(name, justify="left" if name == "model" else "right")
     for row, change in zip(result["models"], result["changes"], strict=True):
         lo, hi = row["degeneration_ci95"]
+        omission = "–"
+        if row.get("omission_rate") is not None:
+            o_lo, o_hi = row["omission_ci95"]
+            omission = f"{row['omission_rate']:.1%} ({o_lo:.0%}–{o_hi:.0%})"
+        coverage = "–" if row.get("coverage_median") is None else \
+            f"{row['coverage_median']:.2f} / {row['coverage_mean']:.2f}"
         table.add_row(row["label"], f"{row['degeneration_rate']:.1%} ({lo:.0%}–{hi:.0%})",
-                      _pct(change["degeneration_change"]), f"{row['docs_with_loop_rate']:.0%}",
+                      _pct(change["degeneration_change"]), omission, _pct(change.get("omission_change")), coverage,
+                      f"{row['docs_with_loop_rate']:.0%}",
                       f"{row['hit_max_tokens_rate']:.0%}", "–" if row["cer_mean"] is None else f"{row['cer_mean']:.3f}",
                       _pct(change["cer_change"]))
     console.print(table)
+    for change in result["changes"][1:]:
+        if change.get("verdict"):
+            style = "bold red" if "stop early" in change["verdict"] else "dim"
+            console.print(f"[{style}]{change['label']}: {change['verdict']}[/]", highlight=False)
     console.print(f"[dim]run record: {meta}[/]")
