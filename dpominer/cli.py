@@ -260,6 +260,9 @@ def train(
     label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="cDPO epsilon (sigmoid loss)."),
     sft_weight: float | None = typer.Option(None, "--sft-weight", help="Add this times the chosen side's NLL."),
     length_normalize: bool | None = typer.Option(None, "--length-normalize", help="Mean, not sum, of log-probs."),
+    length_penalty: float | None = typer.Option(
+        None, "--length-penalty", help="R-DPO alpha: + alpha*(|chosen|-|rejected|) tokens inside the sigmoid; "
+        "negative discounts pairs whose chosen side is the shorter (0)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-6 full, 5e-5 LoRA)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per micro-batch per process (4)."),
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (1)."),
@@ -269,6 +272,8 @@ def train(
     max_length: int | None = typer.Option(None, "--max-length", help="Tokens of prompt + completion (1024)."),
     max_prompt_length: int | None = typer.Option(None, "--max-prompt-length"),
     loop_copies: int | None = typer.Option(None, "--loop-copies", help="Loop copies a cut rejected side keeps (4)."),
+    rejected_loop_copies: int | None = typer.Option(
+        None, "--rejected-loop-copies", help="Cut every rejected loop to its onset + K copies (default: whole)."),
     tokenize_separately: bool | None = typer.Option(
         None, "--tokenize-separately", help="Tokenise prompt and completion apart (when they merge at the boundary)."),
     eval_fraction: float | None = typer.Option(None, "--eval-fraction", help="Share of documents held out."),
@@ -294,7 +299,8 @@ def train(
 
     flags = {k: (f"--{k.split('.')[-1].replace('_', '-')}", v) for k, v in {
         "model": model, "beta": beta, "loss_type": loss_type, "label_smoothing": label_smoothing,
-        "sft_weight": sft_weight, "length_normalize": length_normalize, "lr": lr, "batch_size": batch_size,
+        "sft_weight": sft_weight, "length_normalize": length_normalize, "length_penalty": length_penalty,
+        "rejected_loop_copies": rejected_loop_copies, "lr": lr, "batch_size": batch_size,
         "grad_accum": grad_accum, "epochs": epochs, "max_steps": max_steps, "warmup_ratio": warmup_ratio,
         "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
