@@ -137,3 +137,18 @@ def test_pair_summary_reports_the_length_ratio():
     assert got["chosen_rejected_ratio"] == 0.4706 and got["chosen_rejected_ratio_geomean"] == 1.0
     assert got["rejected_longer_share"] == 0.5
     assert got["rejected_longer_share_by_reason"] == {"rejected_degenerate": 1.0, "rejected_omission": 0.0}
+
+
+def test_without_reference_the_judges_completeness_rejects_an_early_stop():
+    from dpominer.mining import judge_record_omissions
+
+    record = scored([(PASSAGE, "stop"), (WORSE, "stop"), (LOOP, "length")], reference=None)
+    judged = {0: (0.9, 9), 1: (0.85, 2)}  # the early stop scores well overall but 2/10 on completeness
+    for cand in record.candidates[:2]:
+        score, completeness = judged[cand.index]
+        cand.judge = {"score": score, "criteria": {"completeness": completeness, "faithfulness": 10}}
+    judge_record_omissions(record, 10, ScoreConfig())
+    assert [c.omission.verdict if c.omission else None for c in record.candidates] == ["complete", "omission", None]
+    out = pairs(record, score_by="judge")
+    assert [(p.chosen_index, p.rejected_index, p.reason) for p in out.pairs] == [
+        (0, 2, "rejected_degenerate"), (0, 1, "rejected_omission")]
