@@ -77,3 +77,12 @@ def test_coverage_is_the_share_of_reference_words_in_order():
     assert fidelity("Cafe\u0301\n\n  one", "Café one")["coverage"] == 1.0
     assert fidelity("", "a b")["coverage"] == 0.0
     assert fidelity("anything", "")["coverage"] == 1.0
+
+
+def test_coverage_counts_characters_of_scripts_without_spaces():
+    # 10 characters; a copy that stops after 5 is at 0.5, one wrong character costs 1/10, not everything
+    ref = "東京は日本の首都です"
+    assert fidelity("東京は日本", ref)["coverage"] == 0.5
+    assert fidelity("東京は日本の首都でス", ref)["coverage"] == 0.9
+    assert fidelity("ภาษาไทย", "ภาษาไทยง่าย")["coverage"] == round(7 / 11, 6)  # Thai: 7 of 11 characters, in order
+    assert fidelity("Hello 東京", "Hello 東京 world")["coverage"] == 0.75  # mixed: Hello, 東, 京 of 4 words
