@@ -78,6 +78,13 @@ def coverage(hypothesis: str, reference: str) -> float:
     return LCSseq.similarity(words(hypothesis), ref_words) / len(ref_words)
 
 
+def word_ratio(hypothesis: str, reference: str, cfg: FidelityConfig | None = None) -> float | None:
+    """The candidate's word count / the reference's (as ``coverage`` counts words); None for an empty reference."""
+    cfg = cfg or FidelityConfig()
+    ref_words = words(normalise(reference, cfg))
+    return len(words(normalise(hypothesis, cfg))) / len(ref_words) if ref_words else None
+
+
 def _ngrams(words: list[str], n: int) -> Counter:
     return Counter(zip(*(words[i:] for i in range(n)), strict=False))  # ragged on purpose
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .degeneration import DetectorConfig, detect
-from .fidelity import FidelityConfig, fidelity
+from .fidelity import FidelityConfig, fidelity, word_ratio
 from .omission import OmissionConfig, judge_omission, judged_omission
 from .pairing import PairConfig, make_pairs
 from .records import CandidateRecord, Pair, atomic_output, dumps, iter_jsonl
@@ -141,7 +141,8 @@ def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
             cand.fidelity = fidelity(cand.text, record.reference, cfg.fidelity)
         if cand.finish_reason != "error" and (cand.omission is None or cfg.rescore):
             cand.omission = judge_omission(cand.fidelity["coverage"], cand.finish_reason,
-                                           cand.degeneration.verdict == "degenerate", cfg.omission)
+                                           cand.degeneration.verdict == "degenerate", cfg.omission,
+                                           word_ratio(cand.text, record.reference, cfg.fidelity))
     return record
 
 

@@ -15,6 +15,10 @@ reads as what it is. The rule, per candidate:
   coverage counts in the coverage statistics; it is not counted as an omission, because raising
   ``max_tokens`` or removing the loop is the fix, not a longer answer.
 
+The ``why`` also says how much the candidate wrote (``length_ratio``: its words / the reference's):
+an early stop writes little, a rewrite writes as much but other words. Both lose the reference's words,
+and coverage alone decides the verdict, but the two read differently.
+
 ``min_coverage`` defaults to 0.8: a transcription that leaves out a fifth of the words has lost at least
 a paragraph of a page, far beyond the few per cent of words that slips in a faithful copy cost.
 
@@ -46,6 +50,7 @@ class Omission(BaseModel):
     model_config = ConfigDict(extra="allow")
     verdict: Literal["omission", "complete", "cut"]
     coverage: float | None = None  # share of the reference's words; None when judged without a reference
+    length_ratio: float | None = None  # the candidate's words / the reference's words
     why: str = ""
     source: Literal["reference", "judge"] = "reference"
 
@@ -62,16 +67,24 @@ def _ending(finish_reason: str | None, degenerate: bool) -> str | None:
 
 
 def judge_omission(coverage: float, finish_reason: str | None, degenerate: bool,
-                   cfg: OmissionConfig | None = None) -> Omission:
-    """The verdict for a candidate that reproduced ``coverage`` of its reference's words."""
+                   cfg: OmissionConfig | None = None, length_ratio: float | None = None) -> Omission:
+    """The verdict for a candidate that reproduced ``coverage`` of its reference's words (and wrote
+    ``length_ratio`` times as many words as the reference, when given)."""
     cfg = cfg or OmissionConfig()
     share = f"{coverage:.0%} of the reference's words"
+    ratio = None if length_ratio is None else round(length_ratio, 4)
     if coverage >= cfg.min_coverage:
-        return Omission(verdict="complete", coverage=coverage, why=f"reproduced {share}")
+        return Omission(verdict="complete", coverage=coverage, length_ratio=ratio, why=f"reproduced {share}")
     cut = _ending(finish_reason, degenerate)
     if cut is not None:
-        return Omission(verdict="cut", coverage=coverage, why=f"{cut} after {share}")
-    return Omission(verdict="omission", coverage=coverage, why=f"stopped on its own after {share}")
+        return Omission(verdict="cut", coverage=coverage, length_ratio=ratio, why=f"{cut} after {share}")
+    why = f"stopped on its own after {share}"
+    if length_ratio is not None and length_ratio >= cfg.min_coverage:
+        why = (f"ended on its own with {share} reproduced, having written {length_ratio:.0%} as many words as the "
+               "reference: more a rewrite than an early stop")
+    elif length_ratio is not None:
+        why += f" (it wrote {length_ratio:.0%} as many words as the reference)"
+    return Omission(verdict="omission", coverage=coverage, length_ratio=ratio, why=why)
 
 
 def judged_omission(judge: dict[str, Any] | None, scale: int, finish_reason: str | None, degenerate: bool,

@@ -37,7 +37,16 @@ def test_score_gives_every_candidate_coverage_and_a_verdict():
     got = [(c.omission.verdict, c.fidelity["coverage"]) for c in record.candidates]
     assert got == [("complete", 1.0), ("omission", 0.3), ("cut", pytest.approx(0.4)), ("complete", 0.95)]
     assert record.candidates[2].degeneration.verdict == "degenerate"
-    assert record.candidates[1].omission.why == "stopped on its own after 30% of the reference's words"
+    assert record.candidates[1].omission.why == ("stopped on its own after 30% of the reference's words (it wrote "
+                                                 "30% as many words as the reference)")
+    assert record.candidates[1].omission.length_ratio == 0.3
+
+
+def test_a_rewrite_is_an_omission_that_says_so():
+    rewrite = " ".join(f"x{i}" for i in range(12)) + " " + " ".join(REF.split()[:8])  # 20 words, 8 of the reference
+    om = score_record(_record((rewrite, "stop")), ScoreConfig()).candidates[0].omission
+    assert (om.verdict, om.coverage, om.length_ratio) == ("omission", 0.4, 1.0)
+    assert "more a rewrite than an early stop" in om.why
 
 
 def test_threshold_is_a_setting():
