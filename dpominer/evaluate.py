@@ -54,6 +54,7 @@ class ModelEval:
     cut_short: int = 0  # short of the reference but cut off: a loop or max_tokens (omission.verdict == "cut")
     judged_omission: int = 0  # candidates with an omission verdict (the denominator of the omission rate)
     coverage: list[float] = field(default_factory=list)
+    length_ratio: list[float] = field(default_factory=list)  # the candidate's words / the reference's
 
     def add(self, record: CandidateRecord) -> None:
         self.documents += 1
@@ -81,6 +82,8 @@ class ModelEval:
                 self.judged_omission += 1
                 self.omissions += cand.omission.verdict == "omission"
                 self.cut_short += cand.omission.verdict == "cut"
+                if cand.omission.length_ratio is not None:
+                    self.length_ratio.append(cand.omission.length_ratio)
         self.docs_with_loop += looped
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,6 +110,7 @@ class ModelEval:
             "omissions": self.omissions, "omission_judged": n,
             "cut_short_rate": self.cut_short / n if n else None,
             "coverage_mean": _mean(self.coverage), "coverage_median": _median(self.coverage),
+            "length_ratio_median": _median(self.length_ratio),
             "coverage_below_half_rate": (sum(c < 0.5 for c in self.coverage) / len(self.coverage)
                                          if self.coverage else None),
         }

@@ -68,7 +68,7 @@ def test_omission_rate_and_coverage_beside_degeneration(tmp_path):
     assert (dpo["omission_rate"], dpo["omissions"]) == (0.75, 3)
     assert dpo["omission_ci95"] == pytest.approx(wilson(3, 4))
     assert dpo["coverage_median"] == 0.25 and dpo["coverage_mean"] == pytest.approx((3 * 0.25 + 1) / 4)
-    assert dpo["coverage_below_half_rate"] == 0.75
+    assert dpo["coverage_below_half_rate"] == 0.75 and dpo["length_ratio_median"] == 0.25  # 11 of 44 words
     change = compare(rows)[1]
     assert change["degeneration_change"] == -1.0 and change["omission_change"] is None  # base rate 0
     assert change["coverage_median_change"] == pytest.approx(-0.75)  # median 1.0 → 0.25
