@@ -19,8 +19,9 @@ def _num(value: float | None, spec: str) -> str:
 def main(path: str) -> None:
     data = json.load(open(path))
     print("| model | held-out docs | degenerate (greedy) | 95 % CI | change | omission (stopped early) | 95 % CI "
-          "| change | coverage median | coverage mean | < 50 % of the words | hit max_tokens | mean CER |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| change | coverage median | coverage mean | < 50 % of the words | words written / reference (median) "
+          "| hit max_tokens | mean CER |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for i, (row, change) in enumerate(zip(data["models"], data["changes"], strict=True)):
         lo, hi = row["degeneration_ci95"]
         o_lo, o_hi = row.get("omission_ci95") or (None, None)
@@ -28,7 +29,8 @@ def main(path: str) -> None:
               f"| {_rel(change['degeneration_change'], i == 0)} | {_num(row.get('omission_rate'), '.1%')} "
               f"| {_num(o_lo, '.1%')}–{_num(o_hi, '.1%')} | {_rel(change.get('omission_change'), i == 0)} "
               f"| {_num(row.get('coverage_median'), '.2f')} | {_num(row.get('coverage_mean'), '.2f')} "
-              f"| {_num(row.get('coverage_below_half_rate'), '.1%')} | {row['hit_max_tokens_rate']:.1%} "
+              f"| {_num(row.get('coverage_below_half_rate'), '.1%')} | {_num(row.get('length_ratio_median'), '.2f')} "
+              f"| {row['hit_max_tokens_rate']:.1%} "
               f"| {_num(row['cer_mean'], '.3f')} |")
     for change in data["changes"][1:]:
         if change.get("verdict"):
