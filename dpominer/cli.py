@@ -273,7 +273,7 @@ def train(
     max_prompt_length: int | None = typer.Option(None, "--max-prompt-length"),
     loop_copies: int | None = typer.Option(None, "--loop-copies", help="Loop copies a cut rejected side keeps (4)."),
     rejected_loop_copies: int | None = typer.Option(
-        None, "--rejected-loop-copies", help="Cut every rejected loop to its onset + K copies (default: whole)."),
+        None, "--rejected-loop-copies", help="Cut every rejected loop to its onset + K copies (3; 0 keeps it whole)."),
     tokenize_separately: bool | None = typer.Option(
         None, "--tokenize-separately", help="Tokenise prompt and completion apart (when they merge at the boundary)."),
     eval_fraction: float | None = typer.Option(None, "--eval-fraction", help="Share of documents held out."),

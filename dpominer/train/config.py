@@ -34,8 +34,8 @@ class TrainConfig(BaseModel):
     max_length: int = Field(1024, ge=2, description="tokens of prompt + completion")
     max_prompt_length: int | None = Field(None, ge=1, description="prompt tokens kept (its end)")
     loop_copies: int = Field(4, ge=1, description="loop copies a truncated rejected side keeps after the onset")
-    rejected_loop_copies: int | None = Field(
-        None, ge=1, description="cut every rejected loop to its onset + this many copies (None: keep it whole)")
+    rejected_loop_copies: int = Field(
+        3, ge=0, description="cut every rejected loop to its onset + this many copies (0: keep it whole)")
     tokenize_separately: bool = Field(False, description="tokenise prompt and completion apart")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of documents held out for eval metrics")
     # optimisation

@@ -66,10 +66,10 @@ class TrainSummary:
 
 def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
                   summary: TrainSummary) -> tuple[list[Example], list[Example]]:
-    def check(record: PreferenceRecord) -> None:
+    def check(record: PreferenceRecord) -> None:  # a ValueError here becomes "pairs:LINE: why"
         examples.append(tokenize_pair(record, tokenizer, loop_copies=cfg.loop_copies,
                                       separate=cfg.tokenize_separately,
-                                      rejected_loop_copies=cfg.rejected_loop_copies))  # ValueError → "pairs:LINE: why"
+                                      rejected_loop_copies=cfg.rejected_loop_copies or None))
 
     examples: list[Example] = []
     for _ in iter_jsonl(pairs, PreferenceRecord, skip_invalid=skip_invalid, unique_ids=False, check=check):
