@@ -12,7 +12,7 @@ OUT=${OUT:-runs/degeneration}
 MODEL=${MODEL:-smollm2-135m-instruct}
 MAX_TOKENS=${MAX_TOKENS:-384}
 COMMON=(--lora --merge --lr "${LR:-2e-4}" --beta "${BETA:-0.1}" --epochs 1 --batch-size 4 --max-length 768
-        --save-every 0 --seed 0)
+        --save-every 0 --seed 0 --tokenize-separately)  # pages that open indented: see run.sh
 declare -A FLAGS=(
   [default]="--sft-weight 0.2"                                   # the recipe: loops cut to onset + 3 copies
   [sft0]="--sft-weight 0"                                        # no NLL on the chosen side

@@ -41,9 +41,11 @@ dpominer score "$OUT/candidates.jsonl" -o "$OUT/scored.jsonl"
 step "3/6 pair: loops and early stops rejected, the best complete candidate (or the reference) chosen"
 dpominer pair "$OUT/scored.jsonl" -o "$OUT/pairs.jsonl" --no-reject-worse --max-pairs-per-doc "$PAIRS_PER_DOC"
 step "4/6 train: DPO with LoRA, merged"
+# --tokenize-separately: some pages open with an indented code block, and the template's newline merges with
+# those spaces into one token; prompt and completion are tokenised apart, as they were sampled
 dpominer train "$OUT/pairs.jsonl" -o "$OUT/dpo" -m "$MODEL" --lora --merge --lr "$LR" --beta "$BETA" \
   --sft-weight "$SFT" --length-penalty "$LENGTH_PENALTY" ${REJECTED_LOOP_COPIES:+--rejected-loop-copies "$REJECTED_LOOP_COPIES"} \
-  --epochs "$EPOCHS" --batch-size "$BATCH" --max-length 768 --save-every 0 --seed 0
+  --epochs "$EPOCHS" --batch-size "$BATCH" --max-length 768 --save-every 0 --seed 0 --tokenize-separately
 step "5/6 eval: greedy on the $HELDOUT held-out documents, before vs after"
 dpominer eval "$OUT/heldout.jsonl" -o "$OUT/eval" -m "$MODEL" -m "$OUT/dpo" --max-tokens "$MAX_TOKENS" --seed 0
 step "6/6 report"
