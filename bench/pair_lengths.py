@@ -34,7 +34,8 @@ def main() -> None:
           "| rejected longer, loop pairs | rejected longer, omission pairs |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for k in (int(x) for x in args.copies.split(",")):
-        rows = [tokenize_pair(r, tokenizer, loop_copies=4, rejected_loop_copies=k or None) for r in records]
+        rows = [tokenize_pair(r, tokenizer, loop_copies=4, separate=True, rejected_loop_copies=k or None)
+                for r in records]
         chosen = [len(e.chosen_ids) for e in rows]
         rejected = [len(e.rejected_ids) for e in rows]
         longer = [rj > ch for ch, rj in zip(chosen, rejected, strict=True)]
