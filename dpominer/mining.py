@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .degeneration import DetectorConfig, detect
 from .fidelity import FidelityConfig, fidelity, word_ratio
+from .images import rebase_record
 from .omission import OmissionConfig, judge_omission, judged_omission
 from .pairing import PairConfig, make_pairs
 from .records import CandidateRecord, Pair, atomic_output, dumps, iter_jsonl
@@ -38,7 +39,14 @@ class PairRunConfig(BaseModel):
 
 
 def _side_text(value: str | list[dict[str, Any]]) -> str:
-    return value if isinstance(value, str) else "".join(str(m.get("content", "")) for m in value)
+    """A pair side's text: the string, or its messages' contents (plain or as text parts)."""
+    if isinstance(value, str):
+        return value
+    out = []
+    for message in value:
+        content = message.get("content", "")
+        out += [content] if isinstance(content, str) else [p.get("text", "") for p in content if isinstance(p, dict)]
+    return "".join(out)
 
 
 @dataclass
@@ -201,7 +209,7 @@ def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = Fa
         for record in read_records(src, skip_invalid, summary, progress):
             score_record(record, cfg)
             count_record(summary, record)
-            out.write(dumps(record))
+            out.write(dumps(rebase_record(record.model_dump(exclude_none=True), src.parent, dst.parent)))
     return summary
 
 
@@ -220,5 +228,5 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
                 summary.pairs_by_reason[pair.reason] += 1
                 summary.chosen_source[pair.chosen_source] += 1
                 summary.lengths.add(pair)
-                out.write(dumps(pair))
+                out.write(dumps(rebase_record(pair.model_dump(exclude_none=True), src.parent, dst.parent)))
     return summary

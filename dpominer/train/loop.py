@@ -29,11 +29,13 @@ from .data import (
     data_digest,
     in_eval_split,
     length_grouped_batches,
+    to_device,
     tokenize_pair,
     truncate,
 )
 from .loss import dpo_loss
-from .model import autocast_for, build_policy, load_tokenizer, reference_logps_fn
+from .model import autocast_for, build_policy, load_image_processor, load_tokenizer, reference_logps_fn
+from .vision import tokenize_image_pair
 
 Events = Callable[[str, dict[str, Any]], None]
 UNCHECKED_ON_RESUME = {"save_every", "keep_checkpoints", "eval_every", "threads", "max_steps", "epochs"}
@@ -65,8 +67,14 @@ class TrainSummary:
 
 
 def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
-                  summary: TrainSummary) -> tuple[list[Example], list[Example]]:
-    def check(record: PreferenceRecord) -> None:  # a ValueError here becomes "pairs:LINE: why"
+                  summary: TrainSummary, processor=None) -> tuple[list[Example], list[Example]]:
+    def check(record: PreferenceRecord) -> None:  # ValueError → "pairs:LINE: why"
+        if record.images:
+            if processor is None:
+                raise ValueError(f"--model {cfg.model} takes no images (it has no image processor)")
+            examples.append(tokenize_image_pair(record, processor, base=pairs.parent, dpi=cfg.dpi,
+                                                loop_copies=cfg.loop_copies))
+            return
         examples.append(tokenize_pair(record, tokenizer, loop_copies=cfg.loop_copies,
                                       separate=cfg.tokenize_separately,
                                       rejected_loop_copies=cfg.rejected_loop_copies or None))
@@ -136,7 +144,7 @@ def evaluate(logps_fn, examples: list[Example], ref: torch.Tensor, cfg: TrainCon
     rows = []
     for start in range(world.rank * cfg.batch_size, len(examples), cfg.batch_size * world.size):
         chunk = examples[start:start + cfg.batch_size]
-        batch = {k: v.to(world.device) for k, v in collate(chunk, pad_id).items()}
+        batch = to_device(collate(chunk, pad_id), world.device)
         with autocast or nullcontext():
             sums, counts = logps_fn(**batch)
         _, metrics = pair_metrics(sums.float(), counts, ref[start:start + len(chunk)].to(world.device), cfg)
@@ -184,7 +192,8 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
 
     # --- data
     tokenizer, model_dir = load_tokenizer(cfg)
-    train_set, eval_set = read_examples(pairs, tokenizer, cfg, skip_invalid, summary)
+    processor = load_image_processor(cfg, model_dir)  # a VLM's: renders image pairs, is saved with the model
+    train_set, eval_set = read_examples(pairs, tokenizer, cfg, skip_invalid, summary, processor)
     digest = data_digest(train_set + eval_set)
     emit("data", summary.as_dict())
 
@@ -250,8 +259,7 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
             rows, tokens = [], 0
             for micro in range(cfg.grad_accum):
                 idx = batches[(first + micro) % len(batches)]  # the last step of an epoch wraps around
-                batch = {k: v.to(world.device) for k, v in collate([train_set[i] for i in idx],
-                                                                   tokenizer.pad_token_id).items()}
+                batch = to_device(collate([train_set[i] for i in idx], tokenizer.pad_token_id), world.device)
                 tokens += int(batch["attention_mask"].sum())
                 sync = micro == cfg.grad_accum - 1
                 with (nullcontext() if sync or not world.distributed else ddp_fn.no_sync()):
@@ -292,7 +300,7 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
                 log.flush()
             emit("step", row | {"total": total})
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not done:
-                _save_checkpoint(output, step + 1, policy, tokenizer, optimizer, cfg, digest, world)
+                _save_checkpoint(output, step + 1, policy, processor or tokenizer, optimizer, cfg, digest, world)
     finally:
         if log is not None:
             log.close()
@@ -300,7 +308,7 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
     # --- the model
     if world.main:
         final_model = policy.merge_and_unload() if cfg.lora.enabled and cfg.lora.merge else policy
-        checkpoint.publish(output, final_model, tokenizer)
+        checkpoint.publish(output, final_model, processor or tokenizer)
     dist.barrier(world)
     summary.seconds = round(time.perf_counter() - started, 2)
     return summary
