@@ -54,6 +54,9 @@ def score(
     output: Path = OUTPUT,
     config: Path | None = CONFIG,
     rescore: bool | None = typer.Option(None, "--rescore", help="Recompute scores already present."),
+    min_coverage: float | None = typer.Option(
+        None, "--min-coverage", min=0, max=1,
+        help="Share of the reference's words a candidate that stopped on its own must reproduce (0.8)."),
     judge: str | None = typer.Option(None, "--judge", help="Judge model: every non-degenerate candidate gets a "
                                      "rubric score (for documents without a reference)."),
     judge_backend: str | None = typer.Option(None, "--judge-backend", help="auto | vllm | hf | openai"),
@@ -76,7 +79,8 @@ def score(
             guard.add_input(path)
         guard.add_model(judge)
         _claim(guard, output, lock=judge is None)  # a judged run locks through its partial file
-        cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore)})
+        cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore),
+                                                 "omission.min_coverage": ("--min-coverage", min_coverage)})
         if judge is None:
             if resume:
                 raise InputError("--resume: only with --judge (plain scoring is quick to redo)")
@@ -127,6 +131,11 @@ def pair(
         None, "--dedup-threshold", min=0, max=100, help="rapidfuzz ratio (0-100) at which candidates collapse."),
     reject_worse: bool | None = typer.Option(
         None, "--reject-worse/--no-reject-worse", help="Also reject clean candidates of clearly worse fidelity."),
+    reject_omission: bool | None = typer.Option(
+        None, "--reject-omission/--no-reject-omission", help="Reject candidates that stopped early (on by default)."),
+    min_coverage: float | None = typer.Option(
+        None, "--min-coverage", min=0, max=1,
+        help="Share of the reference's words a candidate that stopped on its own must reproduce (0.8)."),
     score_by: str | None = typer.Option(None, "--score-by", help="auto | fidelity | judge: how candidates rank."),
     min_judge_margin: float | None = typer.Option(
         None, "--min-judge-margin", min=0, max=1,
@@ -152,6 +161,8 @@ def pair(
             "policy.max_pairs_per_doc": ("--max-pairs-per-doc", max_pairs_per_doc),
             "policy.dedup_threshold": ("--dedup-threshold", dedup_threshold),
             "policy.reject_worse": ("--reject-worse", reject_worse),
+            "policy.reject_omission": ("--reject-omission", reject_omission),
+            "score.omission.min_coverage": ("--min-coverage", min_coverage),
             "policy.score_by": ("--score-by", score_by),
             "policy.min_judge_margin": ("--min-judge-margin", min_judge_margin),
         })
@@ -291,6 +302,10 @@ def train(
         None, "--label-smoothing", min=0, max=0.5, help="cDPO epsilon (sigmoid loss)."),
     sft_weight: float | None = typer.Option(None, "--sft-weight", min=0, help="Add this times the chosen side's NLL."),
     length_normalize: bool | None = typer.Option(None, "--length-normalize", help="Mean, not sum, of log-probs."),
+    length_penalty: float | None = typer.Option(
+        None, "--length-penalty", min=-1, max=1,
+        help="R-DPO alpha: + alpha*(|chosen|-|rejected|) tokens inside the sigmoid; "
+        "negative discounts pairs whose chosen side is the shorter (0)."),
     lr: float | None = typer.Option(None, "--lr", min=0, help="Peak learning rate (default 1e-6 full, 5e-5 LoRA)."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Pairs per micro-batch per process (4)."),
     grad_accum: int | None = typer.Option(None, "--grad-accum", min=1, help="Micro-batches per optimizer step (1)."),
@@ -301,6 +316,9 @@ def train(
     max_prompt_length: int | None = typer.Option(None, "--max-prompt-length", min=1),
     loop_copies: int | None = typer.Option(
         None, "--loop-copies", min=1, help="Loop copies a cut rejected side keeps (4)."),
+    rejected_loop_copies: int | None = typer.Option(
+        None, "--rejected-loop-copies", min=0,
+        help="Cut every rejected loop to its onset + K copies (3; 0 keeps it whole)."),
     tokenize_separately: bool | None = typer.Option(
         None, "--tokenize-separately", help="Tokenise prompt and completion apart (when they merge at the boundary)."),
     eval_fraction: float | None = typer.Option(
@@ -332,7 +350,8 @@ def train(
 
     flags = {k: (f"--{k.split('.')[-1].replace('_', '-')}", v) for k, v in {
         "model": model, "beta": beta, "loss_type": loss_type, "label_smoothing": label_smoothing,
-        "sft_weight": sft_weight, "length_normalize": length_normalize, "lr": lr, "batch_size": batch_size,
+        "sft_weight": sft_weight, "length_normalize": length_normalize, "length_penalty": length_penalty,
+        "rejected_loop_copies": rejected_loop_copies, "lr": lr, "batch_size": batch_size,
         "grad_accum": grad_accum, "epochs": epochs, "max_steps": max_steps, "warmup_ratio": warmup_ratio,
         "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,

@@ -1,6 +1,8 @@
-"""`dpominer eval`: the degeneration rate (with a 95 % interval) and fidelity of one or more models on
-the same documents, and the change against the first model. Sampling and scoring are `sample` and
-`score` themselves; this module only aggregates scored candidate files. Pure apart from reading."""
+"""`dpominer eval`: the degeneration rate and the omission rate (each with a 95 % interval), coverage and
+fidelity of one or more models on the same documents, and the change against the first model. A model
+that trades loops for stopping early shows it here: degeneration down, omission up, coverage down.
+Sampling and scoring are `sample` and `score` themselves; this module only aggregates scored candidate
+files. Pure apart from reading."""
 
 from __future__ import annotations
 
@@ -54,6 +56,11 @@ class ModelEval:
     loop_onset: list[float] = field(default_factory=list)  # start_char / len(text)
     cer: list[float] = field(default_factory=list)
     kinds: dict[str, int] = field(default_factory=dict)
+    omissions: int = 0  # stopped on its own short of the reference (omission.verdict == "omission")
+    cut_short: int = 0  # short of the reference but cut off: a loop or max_tokens (omission.verdict == "cut")
+    judged_omission: int = 0  # candidates with an omission verdict (the denominator of the omission rate)
+    coverage: list[float] = field(default_factory=list)
+    length_ratio: list[float] = field(default_factory=list)  # the candidate's words / the reference's
 
     def add(self, record: CandidateRecord) -> None:
         self.documents += 1
@@ -76,6 +83,14 @@ class ModelEval:
                     self.loop_onset.append(deg.start_char / len(cand.text))
             if cand.fidelity and "cer" in cand.fidelity:
                 self.cer.append(cand.fidelity["cer"])
+            if cand.fidelity and "coverage" in cand.fidelity:
+                self.coverage.append(cand.fidelity["coverage"])
+            if cand.omission is not None:
+                self.judged_omission += 1
+                self.omissions += cand.omission.verdict == "omission"
+                self.cut_short += cand.omission.verdict == "cut"
+                if cand.omission.length_ratio is not None:
+                    self.length_ratio.append(cand.omission.length_ratio)
         self.docs_with_loop += looped
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,6 +108,19 @@ class ModelEval:
             "loop_unit_chars_median": _median([float(u) for u in self.loop_unit_chars]),
             "loop_onset_median": _median(self.loop_onset),
             "cer_mean": _mean(self.cer), "cer_median": _median(self.cer),
+            **self._omission_dict(),
+        }
+
+    def _omission_dict(self) -> dict[str, Any]:
+        n = self.judged_omission
+        return {
+            "omission_rate": self.omissions / n if n else None, "omission_ci95": wilson(self.omissions, n),
+            "omissions": self.omissions, "omission_judged": n,
+            "cut_short_rate": self.cut_short / n if n else None,
+            "coverage_mean": _mean(self.coverage), "coverage_median": _median(self.coverage),
+            "length_ratio_median": _median(self.length_ratio),
+            "coverage_below_half_rate": (sum(c < 0.5 for c in self.coverage) / len(self.coverage)
+                                         if self.coverage else None),
         }
 
 
@@ -111,7 +139,7 @@ def relative(before: float | None, after: float | None) -> float | None:
 
 
 def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each model's change against the first: relative degeneration rate and CER."""
+    """Each model's change against the first: relative degeneration and omission rates, coverage, CER."""
     first = rows[0]
     out = []
     for row in rows:
@@ -120,8 +148,31 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "degeneration_change": relative(first["degeneration_rate"], row["degeneration_rate"]),
             "docs_with_loop_change": relative(first["docs_with_loop_rate"], row["docs_with_loop_rate"]),
             "cer_change": relative(first["cer_mean"], row["cer_mean"]),
+            "omission_change": relative(first.get("omission_rate"), row.get("omission_rate")),
+            "coverage_median_change": relative(first.get("coverage_median"), row.get("coverage_median")),
+            "coverage_mean_change": relative(first.get("coverage_mean"), row.get("coverage_mean")),
+            "verdict": trade_off(first, row),
         })
     return out
+
+
+def trade_off(base: dict[str, Any], row: dict[str, Any]) -> str | None:
+    """One line on what changed against the baseline, naming a trade of loops for early stops.
+
+    "More" and "fewer" need the 95 % intervals apart; anything else reads "no clear change"."""
+    if row is base:
+        return None
+
+    def moved(key: str) -> int:  # +1 clearly up, -1 clearly down, 0 overlapping intervals
+        lo_b, hi_b = base.get(f"{key}_ci95") or (0, 0)
+        lo_r, hi_r = row.get(f"{key}_ci95") or (0, 0)
+        return 1 if lo_r > hi_b else -1 if hi_r < lo_b else 0
+
+    loops, omission = moved("degeneration"), moved("omission") if row.get("omission_rate") is not None else 0
+    if loops < 0 and omission > 0:
+        return "fewer loops but more omissions: the model learned to stop early"
+    words = {1: "more", -1: "fewer", 0: "no clear change in"}
+    return f"{words[loops]} loops, {words[omission]} omissions"
 
 
 def labels_for(names: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .backends import Request, SamplingSpec
 from .images import rebase_record
 from .judge import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
-from .mining import ScoreConfig, Summary, count_record, read_records, score_record
+from .mining import ScoreConfig, Summary, count_record, judge_record_omissions, read_records, score_record
 from .partial import PartialOutput
 from .records import CandidateRecord, Document
 from .sample import BackendFailed, SampleConfig, chunks, derive_seed, make_backend, render
@@ -143,6 +143,7 @@ def run_judged_score(src: Path, partial: PartialOutput, score_cfg: ScoreConfig, 
             score_record(record, score_cfg)
         judge_chunk(chunk, backend, cfg, counts, rescore=score_cfg.rescore)
         for record in chunk:
+            judge_record_omissions(record, cfg.rubric.scale, score_cfg)
             count_record(summary, record)
             agreement += [(c.judge["score"], c.fidelity["cer"]) for c in record.candidates
                           if c.judge and "score" in c.judge and c.fidelity and "cer" in c.fidelity]

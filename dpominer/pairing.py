@@ -5,11 +5,15 @@ Default policy (``PairConfig``):
 * **chosen** — the best clean candidate (lowest CER; without a reference the best judge score, or a
   clean candidate that stopped on its own), or the reference when no candidate is clean and good
   enough (``chosen_from="auto"``). ``candidates`` never uses the reference, ``reference`` always does.
-* **rejected** — degenerate candidates first, most severe first; then candidates clearly worse than
-  the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge (``score_by``), a judge
-  score lower by at least ``min_judge_margin``. Suspect candidates are never chosen and only rejected
-  as worse; candidates whose judging failed are neither chosen nor rejected as worse. Near-duplicates
-  collapse to one (rapidfuzz ratio).
+* **rejected** — degenerate candidates and *omissions* (candidates that stopped on their own before
+  reproducing the reference, ``omission.verdict == "omission"``; without a reference, by the judge's
+  completeness), taken in turn — a loop, an omission, a loop, … — so that a document with both gives
+  pairs of both kinds and the pair set does not only ever reject the longer side (which teaches the
+  model to stop early, not to avoid loops); most severe loop / lowest coverage first. Then candidates
+  clearly worse than the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge
+  (``score_by``), a judge score lower by at least ``min_judge_margin``. Suspect candidates are never
+  chosen and only rejected as worse; candidates whose judging failed are neither chosen nor rejected
+  as worse. Near-duplicates collapse to one (rapidfuzz ratio). An omission is never chosen.
 * at most ``max_pairs_per_doc`` pairs per document.
 """
 
@@ -36,6 +40,8 @@ class PairConfig(BaseModel):
     max_pairs_per_doc: int = Field(4, ge=1)
     dedup_threshold: float = Field(95.0, ge=0, le=100, description="rapidfuzz ratio at which candidates collapse")
     reject_worse: bool = Field(True, description="also reject clean candidates of clearly worse fidelity")
+    reject_omission: bool = Field(True, description="reject candidates that stopped early (omission) against a "
+                                                    "complete chosen side or the reference")
     score_by: Literal["auto", "fidelity", "judge"] = Field(
         "auto", description="rank candidates by CER (needs a reference) or judge score; auto: CER when there "
                             "is a reference, else the judge when candidates were judged")
@@ -62,6 +68,10 @@ def _cer(cand: Candidate) -> float | None:
     return cand.fidelity.get("cer") if cand.fidelity else None
 
 
+def _omitted(cand: Candidate) -> bool:
+    return cand.omission is not None and cand.omission.verdict == "omission"
+
+
 def _judge_score(cand: Candidate) -> float | None:
     return cand.judge.get("score") if cand.judge else None
 
@@ -83,6 +93,8 @@ def _scores(cand: Candidate) -> dict[str, Any]:
                    unit_len=len(deg.unit) if deg.unit else None)
     if cand.fidelity:
         out["fidelity"] = cand.fidelity
+    if cand.omission is not None:
+        out["omission"] = cand.omission.model_dump(exclude_none=True)
     if _judge_score(cand) is not None:
         out["judge"] = {"score": _judge_score(cand), "criteria": cand.judge.get("criteria")}  # type: ignore[union-attr]
     return out
@@ -90,7 +102,7 @@ def _scores(cand: Candidate) -> dict[str, Any]:
 
 def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
     """Best clean candidate and None, or None and why none qualifies."""
-    clean = [c for c in record.candidates if _verdict(c) == "clean" and _usable(c)]
+    clean = [c for c in record.candidates if _verdict(c) == "clean" and _usable(c) and not _omitted(c)]
     if mode == "fidelity":
         if record.reference is None:
             return None, "no_reference"
@@ -115,14 +127,17 @@ def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_ce
     usable = [c for c in record.candidates if _usable(c)]
     degenerate = sorted((c for c in usable if _verdict(c) == "degenerate"),
                         key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
-    ordered = [(c, "rejected_degenerate") for c in degenerate]
+    omitted = sorted((c for c in usable if cfg.reject_omission and _verdict(c) != "degenerate"
+                      and _omitted(c)), key=lambda c: (c.omission.coverage or 0.0, c.index))  # type: ignore[union-attr]
+    ordered = _alternate([(c, "rejected_degenerate") for c in degenerate], [(c, "rejected_omission") for c in omitted])
     if cfg.reject_worse and mode == "fidelity" and chosen_cer is not None:
-        worse = [c for c in usable if _verdict(c) != "degenerate" and _cer(c) is not None
-                 and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
+        worse = [c for c in usable if _verdict(c) != "degenerate" and not _omitted(c)
+                 and _cer(c) is not None and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_fidelity") for c in sorted(worse, key=lambda c: (-_cer(c), c.index))]
     top = _judge_score(chosen) if chosen is not None else None
     if cfg.reject_worse and mode == "judge" and top is not None:
-        worse = [c for c in usable if _verdict(c) != "degenerate" and _judge_score(c) is not None
+        worse = [c for c in usable if _verdict(c) != "degenerate" and not _omitted(c)
+                 and _judge_score(c) is not None
                  and _judge_score(c) <= top - cfg.min_judge_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_judge") for c in sorted(worse, key=lambda c: (_judge_score(c), c.index))]
     return ordered
@@ -153,6 +168,14 @@ def near_duplicate(a: str, b: str, threshold: float) -> bool:
         a = a[:window] + a[-window:] if len(a) > 2 * window else a
         b = b[:window] + b[-window:] if len(b) > 2 * window else b
     return fuzz.ratio(a, b, score_cutoff=threshold) > 0 if threshold > 0 else True
+
+
+def _alternate(first: list, second: list) -> list:
+    """a1, b1, a2, b2, …, then the rest of the longer list."""
+    out = []
+    for i in range(max(len(first), len(second))):
+        out += first[i:i + 1] + second[i:i + 1]
+    return out
 
 
 def _completion(text: str, conversational: bool, parts: bool = False) -> str | list[dict[str, Any]]:

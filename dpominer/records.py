@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .images import ImageRef, PdfPage
+from .omission import Omission
 
 FinishReason = Literal["stop", "length", "repetition", "error"]
 
@@ -139,6 +140,7 @@ class Candidate(BaseModel):
     degeneration: Degeneration | None = None
     fidelity: dict[str, float] | None = None
     judge: dict[str, Any] | None = None
+    omission: Omission | None = None
 
 
 class CandidateRecord(_Prompted):

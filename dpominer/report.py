@@ -113,6 +113,29 @@ def _plot_degeneration(ax, runs: Runs) -> int:
     return len(labels)
 
 
+def _plot_omission(axes, runs: Runs) -> int:
+    """Beside the loops: how often each model stopped early, and how much of the reference it reproduced."""
+    rows = [row for _, data in runs.evals for row in data["models"] if row.get("omission_rate") is not None]
+    if not rows:
+        return 0
+    labels = [row["label"] for row in rows]
+    rates = [row["omission_rate"] for row in rows]
+    lows = [r - row["omission_ci95"][0] for r, row in zip(rates, rows, strict=True)]
+    highs = [row["omission_ci95"][1] - r for r, row in zip(rates, rows, strict=True)]
+    axes[0].bar(labels, rates, yerr=[lows, highs], capsize=6, color="#dd8452")
+    axes[0].set_ylabel("stopped early (95 % CI)")
+    axes[0].set_title("Omission rate per model")
+    x = range(len(rows))
+    axes[1].bar(x, [row["coverage_median"] or 0 for row in rows], color="#55a868", label="median")
+    axes[1].plot(x, [row["coverage_mean"] or 0 for row in rows], "kD", label="mean")
+    axes[1].set_xticks(list(x), labels)
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_ylabel("share of the reference's words")
+    axes[1].set_title("Coverage per model")
+    axes[1].legend(loc="lower right")
+    return len(rows)
+
+
 def _side_cer(pairs: list[dict[str, Any]], side: str) -> list[float]:
     values = [(p.get(f"{side}_scores") or {}).get("fidelity", {}).get("cer") for p in pairs]
     return [v for v in values if v is not None]
@@ -273,17 +296,29 @@ def _examples(pairs: list[dict[str, Any]], count: int) -> str:
             + "".join(rows) + "</table>")
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _eval_row(m: dict[str, Any], c: dict[str, Any]) -> str:
+    omission = "–" if m.get("omission_rate") is None else (
+        f"{m['omission_rate']:.1%} ({m['omission_ci95'][0]:.1%}–{m['omission_ci95'][1]:.1%})")
+    cells = [html.escape(m["label"]),
+             f"{m['degeneration_rate']:.1%} ({m['degeneration_ci95'][0]:.1%}–{m['degeneration_ci95'][1]:.1%})",
+             _fmt(c.get("degeneration_change"), "+.0%"), omission, _fmt(c.get("omission_change"), "+.0%"),
+             f"{_fmt(m.get('coverage_median'), '.2f')} / {_fmt(m.get('coverage_mean'), '.2f')}",
+             _fmt(m.get("cer_mean"), ".3f"), html.escape(c.get("verdict") or "")]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
 def _eval_table(runs: Runs) -> str:
     out = []
+    head = ("model", "degeneration (95 % CI)", "change vs first", "omission (95 % CI)", "change vs first",
+            "coverage median / mean", "mean CER", "what changed")
     for label, data in runs.evals:
-        rows = "".join(
-            f"<tr><td>{html.escape(m['label'])}</td><td>{m['degeneration_rate']:.1%} "
-            f"({m['degeneration_ci95'][0]:.1%}–{m['degeneration_ci95'][1]:.1%})</td>"
-            f"<td>{'' if c['degeneration_change'] is None else format(c['degeneration_change'], '+.0%')}</td>"
-            f"<td>{'–' if m['cer_mean'] is None else format(m['cer_mean'], '.3f')}</td></tr>"
-            for m, c in zip(data["models"], data["changes"], strict=True))
-        out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr><th>model</th><th>degeneration (95 % CI)"
-                   f"</th><th>change vs first</th><th>mean CER</th></tr>{rows}</table>")
+        rows = "".join(_eval_row(m, c) for m, c in zip(data["models"], data["changes"], strict=True))
+        out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr>"
+                   + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>")
     return "".join(out)
 
 
@@ -305,6 +340,7 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
             plots.append((name, title, png, points))
 
     add("degeneration_rate", "Degeneration rate per model", lambda ax: _plot_degeneration(ax, runs))
+    add("omission_coverage", "Omission and coverage per model", lambda axes: _plot_omission(axes, runs), cols=2)
     add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: _plot_cer(ax, runs))
     add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), cols=2)
     add("pairs_by_reason", "Pairs by reason", lambda ax: _plot_reasons(ax, runs))

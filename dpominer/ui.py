@@ -89,6 +89,9 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
         rows.append((f"    kind: {kind}", str(n)))
     if summary["mean_cer"] is not None:
         rows.append(("mean CER", f"{summary['mean_cer']:.4f}"))
+    for verdict, n in sorted(summary.get("omission", {}).items()):
+        rows.append((f"  {'omission (stopped early)' if verdict == 'omission' else verdict}",
+                     f"{n} ({n / cand:.1%})" if cand else "0"))
     if summary["pairs"] or summary["documents_without_pair"]:
         rows.append(("pairs", f"[bold]{summary['pairs']}[/]"))
         for reason, n in summary["pairs_by_reason"].items():
@@ -97,6 +100,13 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
             rows.append((f"  chosen from {source}", str(n)))
         for reason, n in summary["documents_without_pair"].items():
             rows.append((f"  no pair: {reason}", str(n)))
+        lengths = summary.get("pair_lengths")
+        if lengths:
+            longer = lengths["rejected_longer_share"]
+            rows.append(("  chosen/rejected length", f"{lengths['chosen_rejected_ratio']:.2f} (chars; geometric mean "
+                         f"per pair {lengths['chosen_rejected_ratio_geomean']:.2f})"))
+            rows.append(("  rejected side longer", f"[yellow]{longer:.0%}[/] (teaches length, not loops)"
+                         if longer > 0.9 else f"{longer:.0%}"))
     judge = summary.get("judge")
     if judge:
         rows.append(("judged", f"[bold]{judge.get('judged', 0)}[/] ({judge.get('retried_ok', 0)} on a retry)"))
@@ -220,14 +230,26 @@ def show_eval(result: dict, path: Path, meta: Path) -> None:
     first = result["models"][0]
     table = Table(title=f"{path} — {first['documents']} documents, {first['candidates']} candidates per model",
                   title_justify="left", title_style="bold")
-    for name in ("model", "degenerate (95 % CI)", "Δ", "suspect", "docs looping", "hit max", "CER mean", "Δ CER"):
+    for name in ("model", "degenerate (95 % CI)", "Δ", "suspect", "omission (95 % CI)", "Δ", "coverage median / mean",
+                 "docs looping", "hit max", "CER mean", "Δ CER"):
         table.add_column(name, justify="left" if name == "model" else "right")
     for row, change in zip(result["models"], result["changes"], strict=True):
         lo, hi = row["degeneration_ci95"]
+        omission = "–"
+        if row.get("omission_rate") is not None:
+            o_lo, o_hi = row["omission_ci95"]
+            omission = f"{row['omission_rate']:.1%} ({o_lo:.0%}–{o_hi:.0%})"
+        coverage = "–" if row.get("coverage_median") is None else \
+            f"{row['coverage_median']:.2f} / {row['coverage_mean']:.2f}"
         table.add_row(row["label"], f"{row['degeneration_rate']:.1%} ({lo:.0%}–{hi:.0%})",
-                      _pct(change["degeneration_change"]), f"{row.get('suspect_rate', 0.0):.1%}",
+                      _pct(change["degeneration_change"]), f"{row.get('suspect_rate', 0.0):.1%}", omission,
+                      _pct(change.get("omission_change")), coverage,
                       f"{row['docs_with_loop_rate']:.0%}",
                       f"{row['hit_max_tokens_rate']:.0%}", "–" if row["cer_mean"] is None else f"{row['cer_mean']:.3f}",
                       _pct(change["cer_change"]))
     console.print(table)
+    for change in result["changes"][1:]:
+        if change.get("verdict"):
+            style = "bold red" if "stop early" in change["verdict"] else "dim"
+            console.print(f"[{style}]{change['label']}: {change['verdict']}[/]", highlight=False)
     console.print(f"[dim]run record: {meta}[/]")

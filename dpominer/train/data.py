@@ -79,6 +79,7 @@ class Example:
     # (pages at 150 dpi are megabytes each: not kept in memory), and a hash of those pixels
     vision: Callable[[], dict[str, torch.Tensor]] | None = None
     image_digest: str | None = None
+    rejected_cut_tokens: int = 0  # tokens after onset + K copies dropped by ``rejected_loop_copies``
 
     def length(self) -> int:
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
@@ -92,6 +93,7 @@ class Truncation:
     chosen_cut: int = 0
     rejected_cut: int = 0
     loops_kept_by_moving_the_cut: int = 0
+    rejected_loops_cut: int = 0  # rejected loops cut to onset + --rejected-loop-copies copies
     dropped: dict[str, int] = field(default_factory=dict)
 
 
@@ -203,12 +205,27 @@ def _char_to_token(offsets: list[tuple[int, int]] | None, n_tokens: int, char: i
     return n_tokens
 
 
-def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, separate: bool = False) -> Example:
-    """Tokenise both sides; raise ValueError (with the reason) when the prompt boundary does not hold."""
+def _loop_end_token(scores: dict[str, Any], copies: float, content_start: int, offsets, n_tokens: int,
+                    text_len: int) -> int:
+    """Completion tokens needed to hold the loop's onset and ``copies`` copies of its unit."""
+    copies = min(float(scores.get("copies") or copies), copies)
+    end_char = content_start + int(scores["start_char"] + copies * scores["unit_len"])
+    return _char_to_token(offsets, n_tokens, end_char, text_len)
+
+
+def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, separate: bool = False,
+                  rejected_loop_copies: int | None = None) -> Example:
+    """Tokenise both sides; raise ValueError (with the reason) when the prompt boundary does not hold.
+
+    With ``rejected_loop_copies`` K, a rejected side with a loop (``start_char``, ``unit_len`` in its
+    scores) is cut after the onset and K copies of the unit, with no end-of-turn: what stays says "this
+    loop is bad", not "long is bad" (the text before the onset is shared with the chosen side often
+    enough to cancel in the margin)."""
     eos = tokenizer.eos_token_id
     sides: dict[str, list[int]] = {}
     prompt_ids: list[int] = []
     rejected_keep = None
+    cut_tokens = 0
     for side in ("chosen", "rejected"):
         prompt_text, completion, content_start = _completion_text(tokenizer, record, side)
         special = not record.conversational  # a rendered template already holds its BOS
@@ -231,14 +248,16 @@ def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, sepa
             ids = ids + [eos]
         if not ids:
             raise ValueError(f"the {side} completion is empty")
-        sides[side] = ids
         scores = record.rejected_scores
         if side == "rejected" and scores.get("start_char") is not None and scores.get("unit_len"):
-            copies = min(float(scores.get("copies") or loop_copies), loop_copies)
-            end_char = content_start + int(scores["start_char"] + copies * scores["unit_len"])
-            rejected_keep = _char_to_token(offsets, len(ids), end_char, len(completion))
+            if rejected_loop_copies is not None:
+                keep = _loop_end_token(scores, rejected_loop_copies, content_start, offsets, len(ids), len(completion))
+                cut_tokens, ids = max(0, len(ids) - keep), ids[:keep]
+            rejected_keep = min(len(ids), _loop_end_token(scores, loop_copies, content_start, offsets, len(ids),
+                                                          len(completion)))
+        sides[side] = ids
     key = record.id or hashlib.blake2b(repr((record.prompt, record.chosen)).encode(), digest_size=8).hexdigest()
-    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep)
+    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep, rejected_cut_tokens=cut_tokens)
 
 
 def truncate(ex: Example, max_length: int, max_prompt_length: int | None, stats: Truncation,

@@ -85,7 +85,8 @@ def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
                                                 loop_copies=cfg.loop_copies))
             return
         examples.append(tokenize_pair(record, tokenizer, loop_copies=cfg.loop_copies,
-                                      separate=cfg.tokenize_separately))
+                                      separate=cfg.tokenize_separately,
+                                      rejected_loop_copies=cfg.rejected_loop_copies or None))
 
     def skipped(message: str) -> None:
         reason = checker.reason or "invalid_line"
@@ -95,6 +96,7 @@ def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
     for _ in iter_jsonl(pairs, PreferenceRecord, skip_invalid=skip_invalid, unique_ids=False, check=check,
                         on_line=checker.line, on_skip=skipped):
         summary.pairs_read += 1
+    summary.truncation.rejected_loops_cut = sum(e.rejected_cut_tokens > 0 for e in examples)
     fitted = [f for f in (truncate(e, cfg.max_length, cfg.max_prompt_length, summary.truncation) for e in examples)
               if f is not None]
     train = [e for e in fitted if not in_eval_split(e.key, cfg.eval_fraction)]
@@ -115,7 +117,8 @@ def pair_metrics(sums: torch.Tensor, counts: torch.Tensor, ref_sums: torch.Tenso
     ref = ref_sums.T.reshape(-1) / counts if cfg.length_normalize else ref_sums.T.reshape(-1)  # (2B,)
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy[:n], policy[n:], ref[:n], ref[n:], beta=cfg.beta, loss_type=cfg.loss_type,
-        label_smoothing=cfg.label_smoothing)
+        label_smoothing=cfg.label_smoothing, length_penalty=cfg.length_penalty,
+        chosen_lengths=counts[:n], rejected_lengths=counts[n:])
     loss = losses.mean()
     metrics = {"dpo_loss": loss.item()}
     if cfg.sft_weight:
@@ -130,6 +133,8 @@ def pair_metrics(sums: torch.Tensor, counts: torch.Tensor, ref_sums: torch.Tenso
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
         "logps/chosen": policy[:n].detach().mean().item(),
         "logps/rejected": policy[n:].detach().mean().item(),
+        "length/chosen": counts[:n].mean().item(),
+        "length/rejected": counts[n:].mean().item(),
     })
     return loss, metrics
 
