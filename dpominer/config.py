@@ -91,6 +91,8 @@ class Opt:
     key: str
     decls: tuple[str, ...]
     help: str | None = None
+    min: float | None = None  # typer's range check: a value outside is refused before the config is built
+    max: float | None = None
 
     @property
     def flag(self) -> str:
@@ -102,8 +104,10 @@ class Opt:
         return self.flag.lstrip("-").replace("-", "_")
 
 
-def opt(key: str, *decls: str, help: str | None = None) -> Opt:
-    return Opt(key, decls or (f"--{key.rsplit('.', 1)[-1].replace('_', '-')}",), help)
+def opt(key: str, *decls: str, help: str | None = None, min: float | None = None,
+        max: float | None = None) -> Opt:
+    """One table row: ``key`` set by ``decls`` (default ``--last-key-part``); ``min``/``max`` as typer's."""
+    return Opt(key, decls or (f"--{key.rsplit('.', 1)[-1].replace('_', '-')}",), help, min, max)
 
 
 class Flags(dict):
@@ -157,7 +161,7 @@ def with_options(table: tuple[Opt, ...], **models: type[BaseModel]):
         for option in table:
             field = _field(models, option.key)
             description = field.description and field.description[0].upper() + field.description[1:] + "."
-            info = typer.Option(None, *option.decls, help=option.help or description)
+            info = typer.Option(None, *option.decls, help=option.help or description, min=option.min, max=option.max)
             added.append(inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=info,
                                            annotation=_flag_type(field.annotation) | None))
 

@@ -8,16 +8,22 @@ Default policy (``PairConfig``):
 * **chosen** — the best clean candidate (lowest CER; without a reference the best judge score, or a
   clean candidate that stopped on its own), or the reference when no candidate is clean and good
   enough (``chosen_from="auto"``). ``candidates`` never uses the reference, ``reference`` always does.
-* **rejected** — degenerate candidates first, most severe first; then candidates clearly worse than
-  the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge (``score_by``), a judge
-  score lower by at least ``min_judge_margin``. Suspect candidates are never chosen and only rejected
-  as worse; candidates whose judging failed are neither chosen nor rejected as worse. Near-duplicates
-  collapse to one (rapidfuzz ratio).
+* **rejected** — degenerate candidates and *omissions* (candidates that stopped on their own before
+  reproducing the reference, ``omission.verdict == "omission"``; without a reference, by the judge's
+  completeness), taken in turn — a loop, an omission, a loop, … — so that a document with both gives
+  pairs of both kinds and the pair set does not only ever reject the longer side (which teaches the
+  model to stop early, not to avoid loops); most severe loop / lowest coverage first. Then candidates
+  clearly worse than the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge
+  (``score_by``), a judge score lower by at least ``min_judge_margin``. Suspect candidates are never
+  chosen and only rejected as worse; candidates whose judging failed are neither chosen nor rejected
+  as worse. Near-duplicates collapse to one (rapidfuzz ratio). An omission is never chosen.
 * at most ``max_pairs_per_doc`` pairs per document.
 """
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,7 +34,7 @@ from rapidfuzz import fuzz
 
 from .images import dump_refs, rebase_record
 from .records import Candidate, CandidateRecord, Pair, SideScores, atomic_output, dumps
-from .scoring import CandidateFacts, Progress, ScoreConfig, Summary, count_facts, facts, score_record
+from .scoring import CandidateFacts, PairLengths, Progress, ScoreConfig, Summary, count_facts, facts, score_record
 from .workers import Outcome, map_jsonl, worker_count
 
 
@@ -41,6 +47,8 @@ class PairConfig(BaseModel):
     max_pairs_per_doc: int = Field(4, ge=1)
     dedup_threshold: float = Field(95.0, ge=0, le=100, description="rapidfuzz ratio at which candidates collapse")
     reject_worse: bool = Field(True, description="also reject clean candidates of clearly worse fidelity")
+    reject_omission: bool = Field(True, description="reject candidates that stopped early (omission) against a "
+                                                    "complete chosen side or the reference")
     score_by: Literal["auto", "fidelity", "judge"] = Field(
         "auto", description="rank candidates by CER (needs a reference) or judge score; auto: CER when there "
                             "is a reference, else the judge when candidates were judged")
@@ -59,12 +67,22 @@ class PairOutcome:
     no_pair_reason: str | None  # set when a document yields no pair
 
 
+def _usable(cand: Candidate) -> bool:
+    """A candidate the model really wrote: not a failed request (``finish_reason`` "error", what a dead
+    server leaves), not blank. Only these become either side of a pair."""
+    return cand.finish_reason != "error" and not getattr(cand, "error", None) and bool(cand.text.strip())
+
+
 def _verdict(cand: Candidate) -> str:
     return cand.degeneration.verdict if cand.degeneration else "clean"
 
 
 def _cer(cand: Candidate) -> float | None:
     return cand.fidelity.get("cer") if cand.fidelity else None
+
+
+def _omitted(cand: Candidate) -> bool:
+    return cand.omission is not None and cand.omission.verdict == "omission"
 
 
 def _judge_score(cand: Candidate) -> float | None:
@@ -82,7 +100,7 @@ def _mode(record: CandidateRecord, cfg: PairConfig) -> str:
 
 def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
     """Best clean candidate and None, or None and why none qualifies."""
-    clean = [c for c in record.candidates if _verdict(c) == "clean" and c.finish_reason != "error" and c.text.strip()]
+    clean = [c for c in record.candidates if _verdict(c) == "clean" and _usable(c) and not _omitted(c)]
     if mode == "fidelity":
         if record.reference is None:
             return None, "no_reference"
@@ -104,19 +122,58 @@ def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[C
 
 def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_cer: float | None, cfg: PairConfig,
                     mode: str) -> list[tuple[Candidate, str]]:
-    degenerate = sorted((c for c in record.candidates if _verdict(c) == "degenerate"),
+    usable = [c for c in record.candidates if _usable(c)]
+    degenerate = sorted((c for c in usable if _verdict(c) == "degenerate"),
                         key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
-    ordered = [(c, "rejected_degenerate") for c in degenerate]
+    omitted = sorted((c for c in usable if cfg.reject_omission and _verdict(c) != "degenerate"
+                      and _omitted(c)), key=lambda c: (c.omission.coverage or 0.0, c.index))  # type: ignore[union-attr]
+    ordered = _alternate([(c, "rejected_degenerate") for c in degenerate], [(c, "rejected_omission") for c in omitted])
     if cfg.reject_worse and mode == "fidelity" and chosen_cer is not None:
-        worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _cer(c) is not None
-                 and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
+        worse = [c for c in usable if _verdict(c) != "degenerate" and not _omitted(c)
+                 and _cer(c) is not None and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_fidelity") for c in sorted(worse, key=lambda c: (-_cer(c), c.index))]
     top = _judge_score(chosen) if chosen is not None else None
     if cfg.reject_worse and mode == "judge" and top is not None:
-        worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _judge_score(c) is not None
+        worse = [c for c in usable if _verdict(c) != "degenerate" and not _omitted(c)
+                 and _judge_score(c) is not None
                  and _judge_score(c) <= top - cfg.min_judge_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_judge") for c in sorted(worse, key=lambda c: (_judge_score(c), c.index))]
     return ordered
+
+
+NEAR_DUP_WINDOW = 4096  # characters of each end compared when texts are longer than twice this
+
+
+def _norm_key(text: str) -> bytes:
+    """A digest of the text after NFC and collapsed whitespace (the fidelity normalisation)."""
+    return hashlib.blake2b(" ".join(unicodedata.normalize("NFC", text).split()).encode(), digest_size=16).digest()
+
+
+def near_duplicate(a: str, b: str, threshold: float) -> bool:
+    """rapidfuzz ratio ≥ ``threshold``, at a cost bounded in the texts' length.
+
+    Equal texts match at once (``make_pairs`` also matches texts equal after normalising, by digest);
+    texts whose lengths alone rule the ratio out (it is at most 200·min/(sum) %) are not compared;
+    texts longer than 2 × ``NEAR_DUP_WINDOW`` are compared on their first and last ``NEAR_DUP_WINDOW``
+    characters (where a loop shows its unit), so a few multi-megabyte loops cost what a few pages do."""
+    if a == b:
+        return True
+    short, long_ = sorted((len(a), len(b)))
+    if 200.0 * short / max(short + long_, 1) < threshold:
+        return False
+    window = NEAR_DUP_WINDOW
+    if long_ > 2 * window:
+        a = a[:window] + a[-window:] if len(a) > 2 * window else a
+        b = b[:window] + b[-window:] if len(b) > 2 * window else b
+    return fuzz.ratio(a, b, score_cutoff=threshold) > 0 if threshold > 0 else True
+
+
+def _alternate(first: list, second: list) -> list:
+    """a1, b1, a2, b2, …, then the rest of the longer list."""
+    out = []
+    for i in range(max(len(first), len(second))):
+        out += first[i:i + 1] + second[i:i + 1]
+    return out
 
 
 def _completion(text: str, conversational: bool, parts: bool = False) -> str | list[dict[str, Any]]:
@@ -150,17 +207,18 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     if not chosen_text.strip():
         return PairOutcome([], "empty_reference")
 
-    picked: list[tuple[Candidate, str]] = []
+    picked: list[tuple[Candidate, str, bytes]] = []
+    chosen_key = _norm_key(chosen_text)
     for cand, reason in _rejected_order(record, chosen, chosen_cer, cfg, mode):
         if len(picked) >= cfg.max_pairs_per_doc:
             break
-        if chosen is not None and cand.index == chosen.index:
+        key = _norm_key(cand.text)  # each text normalised once, however many it is compared with
+        if (chosen is not None and cand.index == chosen.index) or key == chosen_key:
+            continue  # nothing to prefer: the same text on both sides
+        if any(key == other_key or near_duplicate(cand.text, other.text, cfg.dedup_threshold)
+               for other, _, other_key in picked):
             continue
-        near_dup = any(fuzz.ratio(cand.text, other.text, score_cutoff=cfg.dedup_threshold)
-                       for other, _ in picked)
-        if near_dup:
-            continue
-        picked.append((cand, reason))
+        picked.append((cand, reason, key))
     if not picked:
         return PairOutcome([], "no_rejected")
 
@@ -182,7 +240,7 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
             chosen_token_ids=None if use_reference or chosen is None else chosen.token_ids,
             rejected_token_ids=cand.token_ids,
         )
-        for cand, reason in picked
+        for cand, reason, _ in picked
     ]
     return PairOutcome(pairs, None)
 
@@ -201,17 +259,17 @@ class _SamePromptForm:
             raise ValueError(f"a '{got}' record in a file of '{have}' records; pairs need one form per file")
 
 
-PairFacts = tuple[bytes, list[CandidateFacts], list[tuple[str, str]], str | None]
+PairFacts = tuple[bytes, list[CandidateFacts], list[tuple[str, str, int, int]], str | None]
 
 
 def _pair_one(record: CandidateRecord, cfg: PairRunConfig, src_dir: Path, dst_dir: Path) -> PairFacts:
-    """The pairs' lines, the candidates' facts, each pair's (reason, chosen source), why no pair. Image
-    paths are rewritten to resolve from the output's folder."""
+    """The pairs' lines, the candidates' facts, each pair's (reason, chosen source, chosen and rejected
+    characters), why no pair. Image paths are rewritten to resolve from the output's folder."""
     score_record(record, cfg.score)
     outcome = make_pairs(record, cfg.policy)
     lines = b"".join(dumps(rebase_record(pair.model_dump(exclude_none=True), src_dir, dst_dir))
                      for pair in outcome.pairs)
-    kinds = [(pair.reason, pair.chosen_source) for pair in outcome.pairs]
+    kinds = [(pair.reason, pair.chosen_source, *PairLengths.sizes(pair)) for pair in outcome.pairs]
     return lines, facts(record), kinds, outcome.no_pair_reason  # type: ignore[return-value]
 
 
@@ -227,9 +285,10 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
             count_facts(summary, candidates)
             if no_pair:
                 summary.no_pair[no_pair] += 1
-            for reason, source in kinds:
+            for reason, source, chosen_chars, rejected_chars in kinds:
                 summary.pairs += 1
                 summary.pairs_by_reason[reason] += 1
                 summary.chosen_source[source] += 1
+                summary.lengths.add_sizes(reason, chosen_chars, rejected_chars)
             out.write(lines)
     return summary

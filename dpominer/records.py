@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .images import ImageRef, PdfPage
+from .omission import Omission
 
 FinishReason = Literal["stop", "length", "repetition", "error"]
 CUT_OFF = frozenset({"length", "repetition"})  # never ended on its own (max_tokens, loop stop): no end-of-turn
@@ -136,9 +137,11 @@ class Candidate(BaseModel):
     cumulative_logprob: float | None = None
     seed: int | None = None
     token_ids: list[int] | None = None
+    token_logprobs: list[float] | None = None  # `sample --logprobs`: one per token id, 2 decimals
     degeneration: Degeneration | None = None
     fidelity: dict[str, float] | None = None
     judge: dict[str, Any] | None = None
+    omission: Omission | None = None
 
 
 class CandidateRecord(_Prompted):
@@ -153,6 +156,16 @@ class CandidateRecord(_Prompted):
     rendered_prompt: str | None = None  # the prompt as the model saw it, where a chat template made it
     max_tokens: int | None = None  # capped by the model's context
     error: str | None = None  # why the document has no candidates
+
+    @model_validator(mode="after")
+    def _unique_indices(self):
+        """A pair names its sides by index: two candidates with one index would make that ambiguous."""
+        seen: set[int] = set()
+        for position, cand in enumerate(self.candidates):
+            if cand.index in seen:
+                raise ValueError(f"candidates[{position}].index {cand.index} repeats")
+            seen.add(cand.index)
+        return self
 
 
 class SideScores(BaseModel):
@@ -172,7 +185,8 @@ class SideScores(BaseModel):
     start_char: int | None = None  # where the loop starts, in characters of the side's text
     copies: float | None = None
     unit_len: int | None = None  # the loop unit's length, in characters
-    fidelity: dict[str, float] | None = None  # cer, wer, similarity, bleu4, composite
+    fidelity: dict[str, float] | None = None  # cer, wer, similarity, bleu4, composite, coverage
+    omission: dict[str, Any] | None = None  # the candidate's omission: {verdict, coverage, length_ratio, why, source}
     judge: dict[str, Any] | None = None  # {score, criteria}
 
     @model_serializer
@@ -189,6 +203,8 @@ class SideScores(BaseModel):
                        "copies": deg.copies, "unit_len": len(deg.unit) if deg.unit else None}
         if cand.fidelity:
             fields["fidelity"] = cand.fidelity
+        if cand.omission is not None:
+            fields["omission"] = cand.omission.model_dump(exclude_none=True)
         if cand.judge and cand.judge.get("score") is not None:
             fields["judge"] = {"score": cand.judge["score"], "criteria": cand.judge.get("criteria")}
         for name in cls.model_fields.keys() - fields.keys() - _DERIVED:  # same-named candidate fields
@@ -216,7 +232,7 @@ class SideScores(BaseModel):
         return int(self.start_char + min(self.copies or max_copies, max_copies) * self.unit_len)
 
 
-_DERIVED = {"kind", "severity", "start_char", "copies", "unit_len", "judge"}  # SideScores.of computes these
+_DERIVED = {"kind", "severity", "start_char", "copies", "unit_len", "judge", "omission"}  # SideScores.of computes these
 
 
 class Pair(BaseModel):
@@ -388,21 +404,61 @@ def dumps(record: BaseModel | dict[str, Any]) -> bytes:
     return orjson.dumps(data) + b"\n"
 
 
+class _Checked:
+    """A file handle whose OS errors (a full disk surfaces at write, flush or close) name the output."""
+
+    def __init__(self, handle, shown: Path):
+        self._handle, self._shown = handle, shown
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            from .guard import WriteError
+
+            raise WriteError(self._shown, exc) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+
 @contextmanager
 def atomic_output(path: str | Path, mode: str = "wb"):
-    """Open ``path`` for writing via a temp file in the same folder; rename only on success.
+    """Open ``path`` for writing via a temp file (``.NAME.tmp-PID``) in the same folder; rename only on
+    success. The current command's output guard is asked first (an output may not replace an input).
 
-    A crash or an error leaves the final path untouched (no half-written file under its name).
+    A crash, an error or a signal leaves the final path untouched (no half-written file under its name)
+    and no temp file behind; an OS error (full disk, read-only folder, no permission) is one line naming
+    the path.
     """
+    from .guard import WriteError, check_write, ensure_folder, temp_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    check_write(path)
+    tmp = temp_path(path)
     try:
-        with tmp.open(mode) as handle:
-            yield handle
+        ensure_folder(path.parent)
+        try:
+            handle = tmp.open(mode)
+        except OSError as exc:
+            raise WriteError(path, exc) from None
+        try:
+            yield _Checked(handle, path)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            handle.close()
+        except OSError as exc:  # a full disk often shows only at the flush
+            raise WriteError(path, exc) from None
+        finally:
+            if not handle.closed:
+                try:
+                    handle.close()
+                except OSError:
+                    pass  # the error that brought us here is the one to report
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise WriteError(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .guard import check_write
 from .records import InputError, atomic_output
 
 
@@ -67,9 +68,9 @@ def _add_file(runs: Runs, path: Path) -> None:
     runs.sources.append(str(path))
 
 
-def collect(paths: list[Path]) -> Runs:
-    """Read every path; a folder contributes its eval.json, metrics.jsonl and *.jsonl files."""
-    runs = Runs()
+def input_files(paths: list[Path]) -> list[Path]:
+    """The files a report reads: each path, a folder standing for its eval.json, metrics.jsonl and *.jsonl."""
+    files = []
     for path in paths:
         if path.is_dir():
             found = [p for p in (path / "eval.json", path / "metrics.jsonl") if p.exists()]
@@ -77,12 +78,19 @@ def collect(paths: list[Path]) -> Runs:
                             and not p.name.endswith(".candidates.jsonl"))  # eval's scored copies suffice
             if not found:
                 raise InputError(f"{path}: no eval.json, metrics.jsonl or JSONL files in this folder")
-            for f in found:
-                _add_file(runs, f)
+            files += found
         elif path.exists():
-            _add_file(runs, path)
+            files.append(path)
         else:
             raise InputError(f"{path}: no such file or folder")
+    return files
+
+
+def collect(paths: list[Path]) -> Runs:
+    """Read every input file (see :func:`input_files`)."""
+    runs = Runs()
+    for path in input_files(paths):
+        _add_file(runs, path)
     return runs
 
 
@@ -93,15 +101,39 @@ def _plot_degeneration(ax, runs: Runs) -> int:
     for _, data in runs.evals:
         for row in data["models"]:
             lo, hi = row["degeneration_ci95"]
+            rate = row["degeneration_rate"]
             labels.append(row["label"])
-            rates.append(row["degeneration_rate"])
-            lows.append(row["degeneration_rate"] - lo)
-            highs.append(hi - row["degeneration_rate"])
+            rates.append(rate)
+            lows.append(max(0.0, rate - lo))  # an eval.json with rounding noise (2.8e-17 at k=0) still plots
+            highs.append(max(0.0, hi - rate))
     if labels:
         ax.bar(labels, rates, yerr=[lows, highs], capsize=6, color="#4c72b0")
         ax.set_ylabel("degenerate candidates (95 % CI)")
         ax.set_title("Degeneration rate per model")
     return len(labels)
+
+
+def _plot_omission(axes, runs: Runs) -> int:
+    """Beside the loops: how often each model stopped early, and how much of the reference it reproduced."""
+    rows = [row for _, data in runs.evals for row in data["models"] if row.get("omission_rate") is not None]
+    if not rows:
+        return 0
+    labels = [row["label"] for row in rows]
+    rates = [row["omission_rate"] for row in rows]
+    lows = [r - row["omission_ci95"][0] for r, row in zip(rates, rows, strict=True)]
+    highs = [row["omission_ci95"][1] - r for r, row in zip(rates, rows, strict=True)]
+    axes[0].bar(labels, rates, yerr=[lows, highs], capsize=6, color="#dd8452")
+    axes[0].set_ylabel("stopped early (95 % CI)")
+    axes[0].set_title("Omission rate per model")
+    x = range(len(rows))
+    axes[1].bar(x, [row["coverage_median"] or 0 for row in rows], color="#55a868", label="median")
+    axes[1].plot(x, [row["coverage_mean"] or 0 for row in rows], "kD", label="mean")
+    axes[1].set_xticks(list(x), labels)
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_ylabel("share of the reference's words")
+    axes[1].set_title("Coverage per model")
+    axes[1].legend(loc="lower right")
+    return len(rows)
 
 
 def _side_cer(pairs: list[dict[str, Any]], side: str) -> list[float]:
@@ -264,17 +296,29 @@ def _examples(pairs: list[dict[str, Any]], count: int) -> str:
             + "".join(rows) + "</table>")
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _eval_row(m: dict[str, Any], c: dict[str, Any]) -> str:
+    omission = "–" if m.get("omission_rate") is None else (
+        f"{m['omission_rate']:.1%} ({m['omission_ci95'][0]:.1%}–{m['omission_ci95'][1]:.1%})")
+    cells = [html.escape(m["label"]),
+             f"{m['degeneration_rate']:.1%} ({m['degeneration_ci95'][0]:.1%}–{m['degeneration_ci95'][1]:.1%})",
+             _fmt(c.get("degeneration_change"), "+.0%"), omission, _fmt(c.get("omission_change"), "+.0%"),
+             f"{_fmt(m.get('coverage_median'), '.2f')} / {_fmt(m.get('coverage_mean'), '.2f')}",
+             _fmt(m.get("cer_mean"), ".3f"), html.escape(c.get("verdict") or "")]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
 def _eval_table(runs: Runs) -> str:
     out = []
+    head = ("model", "degeneration (95 % CI)", "change vs first", "omission (95 % CI)", "change vs first",
+            "coverage median / mean", "mean CER", "what changed")
     for label, data in runs.evals:
-        rows = "".join(
-            f"<tr><td>{html.escape(m['label'])}</td><td>{m['degeneration_rate']:.1%} "
-            f"({m['degeneration_ci95'][0]:.1%}–{m['degeneration_ci95'][1]:.1%})</td>"
-            f"<td>{'' if c['degeneration_change'] is None else format(c['degeneration_change'], '+.0%')}</td>"
-            f"<td>{'–' if m['cer_mean'] is None else format(m['cer_mean'], '.3f')}</td></tr>"
-            for m, c in zip(data["models"], data["changes"], strict=True))
-        out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr><th>model</th><th>degeneration (95 % CI)"
-                   f"</th><th>change vs first</th><th>mean CER</th></tr>{rows}</table>")
+        rows = "".join(_eval_row(m, c) for m, c in zip(data["models"], data["changes"], strict=True))
+        out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr>"
+                   + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>")
     return "".join(out)
 
 
@@ -296,6 +340,7 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
             plots.append((name, title, png, points))
 
     add("degeneration_rate", "Degeneration rate per model", lambda ax: _plot_degeneration(ax, runs))
+    add("omission_coverage", "Omission and coverage per model", lambda axes: _plot_omission(axes, runs), cols=2)
     add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: _plot_cer(ax, runs))
     add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), cols=2)
     add("pairs_by_reason", "Pairs by reason", lambda ax: _plot_reasons(ax, runs))
@@ -307,10 +352,12 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
     if not plots:
         raise InputError("nothing to plot: give candidate or scored files, pairs, metrics.jsonl or eval.json")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
+    assets = {name: output.with_name(f"{output.stem}-{name}.png") for name, *_ in plots}
+    for path in (output, *assets.values()):
+        check_write(path)  # every file is checked before the first is written
     sections = []
     for name, title, png, points in plots:
-        with atomic_output(output.with_name(f"{output.stem}-{name}.png")) as f:
+        with atomic_output(assets[name]) as f:
             f.write(png)
         sections.append(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" data-points="{points}" '
                         f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')

@@ -8,6 +8,7 @@ chunks of lines in flight plus 8-byte digests of the ids seen, for the duplicate
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +19,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .degeneration import DetectorConfig, detect
-from .fidelity import FidelityConfig, fidelity
+from .fidelity import FidelityConfig, fidelity, word_ratio
 from .images import rebase_record
-from .records import CandidateRecord, atomic_output, dumps, iter_jsonl
+from .omission import OmissionConfig, judge_omission, judged_omission
+from .records import CandidateRecord, Message, Pair, atomic_output, dumps, iter_jsonl
 from .workers import map_jsonl, worker_count
 
 
@@ -28,7 +30,58 @@ class ScoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
+    omission: OmissionConfig = Field(default_factory=OmissionConfig)
     rescore: bool = Field(False, description="recompute scores that a record already carries")
+
+
+def _side_text(value: str | list[Message]) -> str:
+    """A pair side's text: the string, or its messages' text (plain or text parts)."""
+    return value if isinstance(value, str) else "".join(m.text for m in value)
+
+
+@dataclass
+class PairLengths:
+    """Chosen vs rejected length over the pairs written, in constant memory (characters).
+
+    A pair set whose rejected sides are all longer than their chosen sides teaches length, not loops:
+    ``rejected_longer_share`` near 1 is the warning sign."""
+
+    pairs: int = 0
+    chosen_chars: int = 0
+    rejected_chars: int = 0
+    rejected_longer: int = 0
+    log_ratio_sum: float = 0.0
+    by_reason: dict[str, list[int]] = field(default_factory=dict)  # reason → [pairs, rejected longer]
+
+    def add(self, pair: Pair) -> None:
+        self.add_sizes(pair.reason, *self.sizes(pair))
+
+    @staticmethod
+    def sizes(pair: Pair) -> tuple[int, int]:
+        """(chosen, rejected) characters of a pair's sides."""
+        return len(_side_text(pair.chosen)), len(_side_text(pair.rejected))
+
+    def add_sizes(self, reason: str, chosen: int, rejected: int) -> None:
+        """One pair by its reason and its sides' lengths (what a worker process sends back)."""
+        self.pairs += 1
+        self.chosen_chars += chosen
+        self.rejected_chars += rejected
+        self.rejected_longer += rejected > chosen
+        self.log_ratio_sum += math.log(max(chosen, 1) / max(rejected, 1))
+        counts = self.by_reason.setdefault(reason, [0, 0])
+        counts[0] += 1
+        counts[1] += rejected > chosen
+
+    def as_dict(self) -> dict[str, Any]:
+        n = max(self.pairs, 1)
+        return {
+            "chosen_rejected_ratio": round(self.chosen_chars / max(self.rejected_chars, 1), 4),
+            "chosen_rejected_ratio_geomean": round(math.exp(self.log_ratio_sum / n), 4),
+            "chosen_chars_mean": round(self.chosen_chars / n, 1),
+            "rejected_chars_mean": round(self.rejected_chars / n, 1),
+            "rejected_longer_share": round(self.rejected_longer / n, 4),
+            "rejected_longer_share_by_reason": {k: round(v[1] / v[0], 4) for k, v in sorted(self.by_reason.items())},
+        }
 
 
 @dataclass
@@ -47,6 +100,8 @@ class Summary:
     no_pair: Counter = field(default_factory=Counter)
     cer_sum: float = 0.0
     cer_count: int = 0
+    omission: Counter = field(default_factory=Counter)
+    lengths: PairLengths = field(default_factory=PairLengths)
     skipped_messages: list[str] = field(default_factory=list)
     judge: dict[str, Any] = field(default_factory=dict)  # set by `score --judge`
 
@@ -64,10 +119,12 @@ class Summary:
             "kinds": dict(self.kinds),
             "finish_reasons": dict(self.finish_reasons),
             "mean_cer": round(self.cer_sum / self.cer_count, 6) if self.cer_count else None,
+            "omission": dict(self.omission),
             "pairs": self.pairs,
             "pairs_by_reason": dict(self.pairs_by_reason),
             "chosen_source": dict(self.chosen_source),
             "documents_without_pair": dict(self.no_pair),
+            **({"pair_lengths": self.lengths.as_dict()} if self.pairs else {}),
             **({"judge": self.judge} if self.judge else {}),
         }
 
@@ -78,29 +135,49 @@ class Summary:
 
 
 def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
-    """Annotate every candidate with ``degeneration`` and, given a reference, ``fidelity``."""
+    """Annotate every candidate with ``degeneration`` and, given a reference, ``fidelity`` (coverage
+    included) and ``omission``."""
     for cand in record.candidates:
         if cand.degeneration is None or cfg.rescore:
             cand.degeneration = detect(cand.text, token_ids=cand.token_ids, finish_reason=cand.finish_reason,
-                                       reference=record.reference, cfg=cfg.detector)
-        if record.reference is not None and (cand.fidelity is None or cfg.rescore):
+                                       reference=record.reference, token_logprobs=cand.token_logprobs,
+                                       cfg=cfg.detector)
+        if record.reference is None:
+            continue
+        if cand.fidelity is None or "coverage" not in cand.fidelity or cfg.rescore:
             cand.fidelity = fidelity(cand.text, record.reference, cfg.fidelity)
+        if cand.finish_reason != "error" and (cand.omission is None or cfg.rescore):
+            cand.omission = judge_omission(cand.fidelity["coverage"], cand.finish_reason,
+                                           cand.degeneration.verdict == "degenerate", cfg.omission,
+                                           word_ratio(cand.text, record.reference, cfg.fidelity))
     return record
 
 
-CandidateFacts = tuple[str, str | None, str | None, float | None]  # finish reason, verdict, kind, CER
+def judge_record_omissions(record: CandidateRecord, scale: int, cfg: ScoreConfig) -> None:
+    """Without a reference, the judge's completeness criterion gives the ``omission`` verdict."""
+    if record.reference is not None:
+        return
+    for cand in record.candidates:
+        if cand.judge and "score" in cand.judge and (cand.omission is None or cfg.rescore):
+            degenerate = cand.degeneration is not None and cand.degeneration.verdict == "degenerate"
+            cand.omission = judged_omission(cand.judge, scale, cand.finish_reason, degenerate, cfg.omission)
+
+
+# finish reason, verdict, kind, CER, omission verdict
+CandidateFacts = tuple[str, str | None, str | None, float | None, str | None]
 
 
 def facts(record: CandidateRecord) -> list[CandidateFacts]:
     """What the summary counts of a scored record's candidates (small: it crosses process boundaries)."""
     return [(c.finish_reason or "unknown", c.degeneration.verdict if c.degeneration else None,
              c.degeneration.kind if c.degeneration else None,
-             c.fidelity["cer"] if c.fidelity and "cer" in c.fidelity else None) for c in record.candidates]
+             c.fidelity["cer"] if c.fidelity and "cer" in c.fidelity else None,
+             c.omission.verdict if c.omission is not None else None) for c in record.candidates]
 
 
 def count_facts(summary: Summary, candidates: list[CandidateFacts]) -> None:
     summary.documents += 1
-    for finish_reason, verdict, kind, cer in candidates:
+    for finish_reason, verdict, kind, cer, omission in candidates:
         summary.candidates += 1
         summary.finish_reasons[finish_reason] += 1
         if verdict is not None:
@@ -110,6 +187,8 @@ def count_facts(summary: Summary, candidates: list[CandidateFacts]) -> None:
         if cer is not None:
             summary.cer_sum += cer
             summary.cer_count += 1
+        if omission is not None:
+            summary.omission[omission] += 1
 
 
 def count_record(summary: Summary, record: CandidateRecord) -> None:

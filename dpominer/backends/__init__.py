@@ -64,6 +64,7 @@ class SamplingSpec(BaseModel):
     stop_on_loop: bool = False
     loop_stop: LoopStop = Field(default_factory=LoopStop)
     json_schema: dict | None = Field(None, description="constrain the output to this JSON schema (vllm, openai)")
+    logprobs: bool = Field(False, description="return each generated token's log-prob under the model")
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Completion:
     cumulative_logprob: float | None = None
     seed: int | None = None
     extra: dict = field(default_factory=dict)
+    token_logprobs: list[float] | None = None  # one per token id, when SamplingSpec.logprobs asks
 
 
 @runtime_checkable
@@ -129,20 +131,25 @@ def pick_backend(name: str) -> str:
 
 
 def _vllm(cfg: SampleConfig) -> Backend:
-    from ..models import resolve_model
-    from .vllm import VLLMBackend
+    from ..models import loading, resolve_model
 
-    return VLLMBackend(resolve_model(cfg.model), dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-                       seed=cfg.sampling.seed, tensor_parallel_size=cfg.tensor_parallel_size,
-                       trust_remote_code=cfg.trust_remote_code, gpu_memory_utilization=cfg.gpu_memory_utilization)
+    path = resolve_model(cfg.model)
+    with loading(cfg.model):  # a model that fails to load is one line naming it
+        from .vllm import VLLMBackend
+
+        return VLLMBackend(path, dtype=cfg.dtype, max_model_len=cfg.max_model_len, seed=cfg.sampling.seed,
+                           tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
+                           gpu_memory_utilization=cfg.gpu_memory_utilization)
 
 
 def _hf(cfg: SampleConfig) -> Backend:
-    from ..models import resolve_model
-    from .hf import HFBackend
+    from ..models import loading, resolve_model
 
-    return HFBackend(resolve_model(cfg.model), dtype=cfg.dtype, threads=cfg.threads,
-                     trust_remote_code=cfg.trust_remote_code)
+    path = resolve_model(cfg.model)
+    with loading(cfg.model):
+        from .hf import HFBackend
+
+        return HFBackend(path, dtype=cfg.dtype, threads=cfg.threads, trust_remote_code=cfg.trust_remote_code)
 
 
 def _openai(cfg: SampleConfig) -> Backend:
@@ -150,7 +157,7 @@ def _openai(cfg: SampleConfig) -> Backend:
 
     if not cfg.base_url:
         raise InputError("--base-url: needed with --backend openai (e.g. http://127.0.0.1:8000/v1)")
-    return OpenAIBackend(cfg.model, base_url=cfg.base_url, concurrency=cfg.concurrency)
+    return OpenAIBackend(cfg.model, base_url=cfg.base_url, concurrency=cfg.concurrency, max_retries=cfg.retries)
 
 
 BACKENDS: dict[str, Callable[[SampleConfig], Backend]] = {"vllm": _vllm, "hf": _hf, "openai": _openai}

@@ -117,7 +117,27 @@ class HFBackend:
                 finish = "repetition"  # flagged before any EOS: what follows the loop is padding
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             completions.append(Completion(text=text, finish_reason=finish, token_ids=ids, seed=request.seeds[0]))
+        if spec.logprobs and not request.images:  # the re-scoring pass is text-only: no log-probs for images yet
+            self._add_logprobs(request.prompt_ids, completions)
         if greedy:
-            completions = [Completion(c.text, c.finish_reason, c.token_ids, None, request.seeds[0])
-                           for c in completions * len(request.seeds)]
+            completions = [Completion(c.text, c.finish_reason, c.token_ids, c.cumulative_logprob, request.seeds[0],
+                                      token_logprobs=c.token_logprobs) for c in completions * len(request.seeds)]
         return completions
+
+    def _add_logprobs(self, prompt_ids: list[int], completions: list[Completion]) -> None:
+        """Each generated token's log-prob under the model (raw logits, as vLLM reports them), from
+        one forward pass per candidate after generation: `generate`'s own scores are temperature-warped
+        and would hold a (steps, vocab) tensor per row."""
+        import torch
+
+        for comp in completions:
+            ids = comp.token_ids or []
+            if not ids:
+                comp.token_logprobs, comp.cumulative_logprob = [], 0.0
+                continue
+            full = torch.tensor([prompt_ids + ids], device=self.device)
+            with torch.inference_mode():
+                logits = self.model(full).logits[0, len(prompt_ids) - 1 : -1].float()  # (T, V)
+            logps = torch.log_softmax(logits, dim=-1).gather(1, full[0, len(prompt_ids) :, None])[:, 0]  # (T,)
+            comp.token_logprobs = logps.tolist()
+            comp.cumulative_logprob = float(logps.sum())

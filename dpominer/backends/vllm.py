@@ -107,7 +107,11 @@ class VLLMBackend:
                 ids = list(out.token_ids)
                 if finish == "stop" and ids and ids[-1] == self.eos_id:
                     ids.pop()  # as the hf backend: the ids of the text, without the EOS that ended it
+                logprobs = None
+                if spec.logprobs and out.logprobs is not None:  # logprobs=0: the sampled token's only
+                    logprobs = [step[token].logprob for step, token in zip(out.logprobs, ids, strict=False)]
                 completions.append(Completion(text=out.text, finish_reason=finish, token_ids=ids,
-                                              cumulative_logprob=out.cumulative_logprob, seed=seed))
+                                              cumulative_logprob=out.cumulative_logprob, seed=seed,
+                                              token_logprobs=logprobs))
             results.append(completions)
         return results

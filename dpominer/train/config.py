@@ -29,10 +29,14 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO / robust DPO ε (sigmoid loss)")
     sft_weight: float = Field(0.0, ge=0, description="weight of an NLL term on the chosen side")
     length_normalize: bool = Field(False, description="mean instead of sum of completion log-probs")
+    length_penalty: float = Field(0.0, description="R-DPO α: adds α·(|chosen| − |rejected|) tokens inside the "
+                                                   "sigmoid; < 0 discounts pairs whose chosen side is shorter")
     # data
     max_length: int = Field(1024, ge=2, description="tokens of prompt + completion")
     max_prompt_length: int | None = Field(None, ge=1, description="prompt tokens kept (its end)")
     loop_copies: int = Field(4, ge=1, description="loop copies a truncated rejected side keeps after the onset")
+    rejected_loop_copies: int = Field(
+        3, ge=0, description="cut every rejected loop to its onset + this many copies (0: keep it whole)")
     tokenize_separately: bool = Field(False, description="tokenise prompt and completion apart")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of documents held out for eval metrics")
     # optimisation
@@ -67,6 +71,8 @@ class TrainConfig(BaseModel):
             raise ValueError("max_prompt_length must be below max_length")
         if self.label_smoothing and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing applies to the sigmoid loss only")
+        if self.length_penalty and self.loss_type == "ipo":
+            raise ValueError("length_penalty applies to the sigmoid and hinge losses, not ipo")
         return self
 
     @property

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import torch
 
 from ..records import Message, Pair
@@ -36,6 +37,7 @@ class Example:
     vision: Callable[[], dict[str, torch.Tensor]] | None = None
     image_digest: str | None = None
     sources: dict[str, str] = field(default_factory=dict)  # per side: "sampled", or why it was tokenised
+    rejected_cut_tokens: int = 0  # tokens after onset + K copies dropped by ``rejected_loop_copies``
 
     def length(self) -> int:
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
@@ -49,7 +51,59 @@ class Truncation:
     chosen_cut: int = 0
     rejected_cut: int = 0
     loops_kept_by_moving_the_cut: int = 0
+    rejected_loops_cut: int = 0  # rejected loops cut to onset + --rejected-loop-copies copies
     dropped: dict[str, int] = field(default_factory=dict)
+
+
+class PairCheck:
+    """What no pair may be, checked on every line before training (``pairs.jsonl:LINE: why``): a side that
+    is empty or blank, a side from a failed generation (``finish_reason`` "error", what a dead server
+    leaves), chosen equal to rejected once Unicode and whitespace are normalised as for fidelity, or an
+    exact copy of an earlier pair. ``reason`` names the last refusal (the summary counts skips by it)."""
+
+    def __init__(self) -> None:
+        self.lineno = 0
+        self.reason: str | None = None
+        self.seen: dict[bytes, int] = {}  # 16-byte digest of (prompt, chosen, rejected) → line
+
+    def line(self, raw: bytes) -> None:
+        self.lineno += 1
+        self.reason = None
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.reason = reason
+        raise ValueError(message)
+
+    def __call__(self, record: Pair) -> None:
+        from ..fidelity import FidelityConfig, normalise
+
+        texts = {}
+        for side in ("chosen", "rejected"):
+            text = _side_text(getattr(record, side))
+            if not text.strip():
+                self._refuse(f"{side}_blank", f"the {side} side is {'blank' if text else 'empty'}")
+            scores = record.scores(side)
+            if scores.finish_reason == "error" or getattr(scores, "error", None):
+                self._refuse(f"{side}_failed", f"the {side} side comes from a failed generation (finish_reason "
+                                               "'error'), not from the model")
+            texts[side] = normalise(text, FidelityConfig())
+        if texts["chosen"] == texts["rejected"]:
+            self._refuse("chosen_equals_rejected", "chosen and rejected are the same text (after normalising Unicode "
+                                                   "and whitespace): nothing to prefer")
+        key = hashlib.blake2b(orjson.dumps([_plain(record.prompt), _plain(record.chosen), _plain(record.rejected)]),
+                              digest_size=16).digest()
+        if key in self.seen:
+            self._refuse("duplicate", f"an exact copy of the pair on line {self.seen[key]}")
+        self.seen[key] = self.lineno
+
+
+def _plain(value: str | list[Message]) -> Any:
+    return value if isinstance(value, str) else [m.model_dump() for m in value]
+
+
+def _side_text(value: str | list[Message]) -> str:
+    """A completion's text: the string, or the contents of its messages."""
+    return value if isinstance(value, str) else "".join(m.text for m in value)
 
 
 def _messages(value: str | list[Message]) -> list[dict[str, Any]]:
@@ -176,34 +230,52 @@ def _tokenized_side(tokenizer, record: Pair, side: str, prompt_text: str, specia
     return ids, offsets, completion, content_start
 
 
-def tokenize_pair(record: Pair, tokenizer, *, loop_copies: int, separate: bool = False) -> Example:
+def tokenize_pair(record: Pair, tokenizer, *, loop_copies: int, separate: bool = False,
+                  rejected_loop_copies: int | None = None) -> Example:
     """Token ids of both sides: as sampled where the pair carries them (and this tokenizer decodes them to
     the side's text), else tokenised. Raise ValueError (with the reason) when the prompt boundary does not
-    hold for a tokenised side."""
+    hold for a tokenised side.
+
+    With ``rejected_loop_copies`` K, a rejected side with a loop (``start_char``, ``unit_len`` in its
+    scores) is cut after the onset and K copies of the unit, with no end-of-turn: what stays says "this
+    loop is bad", not "long is bad" (the text before the onset is shared with the chosen side often
+    enough to cancel in the margin)."""
     prompt_text, special = _prompt_text(tokenizer, record)
     prompt_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
     sides: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     rejected_keep = None
+    cut_tokens = 0
     loop_end = record.rejected_scores.loop_end(loop_copies)
+    cut_end = record.rejected_scores.loop_end(rejected_loop_copies) if rejected_loop_copies is not None else None
     for side in ("chosen", "rejected"):
         sampled = _sampled_side(tokenizer, record, side, prompt_text)
+        to_token: Callable[[int, int], int]  # (character of the side's text, tokens now) → tokens that cover it
         if isinstance(sampled, list):
             ids = sampled + _end_of_turn(tokenizer, record, side, prompt_text)
             sources[side] = "sampled"
-            if side == "rejected" and loop_end is not None:
-                rejected_keep = _char_to_sampled_token(tokenizer, sampled, loop_end)
+            text_len = len(_side_text(getattr(record, side)))
+
+            def to_token(char: int, n: int, sampled=sampled, text_len=text_len) -> int:
+                return _char_to_sampled_token(tokenizer, sampled, char) if char <= text_len else n
         else:
             ids, offsets, completion, start = _tokenized_side(tokenizer, record, side, prompt_text, special,
                                                                prompt_ids, separate)
             sources[side] = sampled
-            if side == "rejected" and loop_end is not None:
-                rejected_keep = _char_to_token(offsets, len(ids), start + loop_end, len(completion))
+
+            def to_token(char: int, n: int, offsets=offsets, start=start, completion=completion) -> int:
+                return _char_to_token(offsets, n, start + char, len(completion))
         if not ids:
             raise ValueError(f"the {side} completion is empty")
+        if side == "rejected" and loop_end is not None:
+            if cut_end is not None:  # --rejected-loop-copies: onset + K copies, no end of turn
+                keep = to_token(cut_end, len(ids))
+                cut_tokens, ids = max(0, len(ids) - keep), ids[:keep]
+            rejected_keep = min(len(ids), to_token(loop_end, len(ids)))
         sides[side] = ids
     key = record.id or hashlib.blake2b(repr((record.prompt, record.chosen)).encode(), digest_size=8).hexdigest()
-    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep, sources=sources)
+    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep, sources=sources,
+                   rejected_cut_tokens=cut_tokens)
 
 
 def truncate(ex: Example, max_length: int, max_prompt_length: int | None, stats: Truncation,

@@ -18,11 +18,13 @@ from typing import Any
 import orjson
 import torch
 
+from ..guard import WriteError, check_write, temp_path
 from ..records import InputError, Pair, iter_jsonl
 from . import checkpoint, dist, reference
 from .config import TrainConfig
 from .data import (
     Example,
+    PairCheck,
     Truncation,
     collate,
     data_digest,
@@ -61,6 +63,7 @@ class TrainSummary:
     tokens: int = 0
     final: dict[str, float] = field(default_factory=dict)
     final_eval: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # invalid pairs dropped by --skip-invalid, by reason
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -70,7 +73,13 @@ class TrainSummary:
 
 def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
                   summary: TrainSummary, processor=None) -> tuple[list[Example], list[Example]]:
+    """Validate every pair (see :class:`PairCheck`) and tokenise it, before the model is loaded.
+
+    A bad pair stops the run naming ``pairs:LINE``; ``skip_invalid`` drops it and counts it by reason."""
+    checker = PairCheck()
+
     def check(record: Pair) -> None:  # ValueError → "pairs:LINE: why"
+        checker(record)
         if record.images:
             if processor is None:
                 raise ValueError(f"--model {cfg.model} takes no images (it has no image processor)")
@@ -78,23 +87,30 @@ def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
                                                 loop_copies=cfg.loop_copies))
             return
         examples.append(tokenize_pair(record, tokenizer, loop_copies=cfg.loop_copies,
-                                      separate=cfg.tokenize_separately))
+                                      separate=cfg.tokenize_separately,
+                                      rejected_loop_copies=cfg.rejected_loop_copies or None))
+
+    def skipped(message: str) -> None:
+        reason = checker.reason or "invalid_line"
+        summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
 
     examples: list[Example] = []
-    for _ in iter_jsonl(pairs, Pair, skip_invalid=skip_invalid, unique_ids=False, check=check):
+    for _ in iter_jsonl(pairs, Pair, skip_invalid=skip_invalid, unique_ids=False, check=check,
+                        on_line=checker.line, on_skip=skipped):
         summary.pairs_read += 1
     for source in (s for e in examples for s in e.sources.values()):
         if source == "sampled":
             summary.sides_sampled += 1
         else:
             summary.sides_tokenized[source] = summary.sides_tokenized.get(source, 0) + 1
+    summary.truncation.rejected_loops_cut = sum(e.rejected_cut_tokens > 0 for e in examples)
     fitted = [f for f in (truncate(e, cfg.max_length, cfg.max_prompt_length, summary.truncation) for e in examples)
               if f is not None]
     train = [e for e in fitted if not in_eval_split(e.key, cfg.eval_fraction)]
     held = [e for e in fitted if in_eval_split(e.key, cfg.eval_fraction)]
     if not train:
         raise InputError(f"{pairs}: no pair left to train on after truncation and the eval split "
-                         f"({summary.truncation.dropped or 'none dropped'})")
+                         f"({summary.truncation.dropped or 'none dropped'}; skipped {summary.skipped or 'none'})")
     summary.train_pairs, summary.eval_pairs = len(train), len(held)
     return train, held
 
@@ -108,7 +124,8 @@ def pair_metrics(sums: torch.Tensor, counts: torch.Tensor, ref_sums: torch.Tenso
     ref = ref_sums.T.reshape(-1) / counts if cfg.length_normalize else ref_sums.T.reshape(-1)  # (2B,)
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy[:n], policy[n:], ref[:n], ref[n:], beta=cfg.beta, loss_type=cfg.loss_type,
-        label_smoothing=cfg.label_smoothing)
+        label_smoothing=cfg.label_smoothing, length_penalty=cfg.length_penalty,
+        chosen_lengths=counts[:n], rejected_lengths=counts[n:])
     loss = losses.mean()
     metrics = {"dpo_loss": loss.item()}
     if cfg.sft_weight:
@@ -123,6 +140,8 @@ def pair_metrics(sums: torch.Tensor, counts: torch.Tensor, ref_sums: torch.Tenso
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
         "logps/chosen": policy[:n].detach().mean().item(),
         "logps/rejected": policy[n:].detach().mean().item(),
+        "length/chosen": counts[:n].mean().item(),
+        "length/rejected": counts[n:].mean().item(),
     })
     return loss, metrics
 
@@ -246,6 +265,8 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
 
     # --- the loop
     epoch_batches: dict[int, list[list[int]]] = {}
+    if world.main:
+        check_write(metrics_path)
     log = metrics_path.open("ab") if world.main else None
     try:
         for step in range(start_step, total):
@@ -298,8 +319,11 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
                 summary.final_eval = {k: v for k, v in row.items() if k.startswith("eval/")}
             summary.steps, summary.final = step + 1, metrics
             if log is not None:
-                log.write(orjson.dumps(row) + b"\n")
-                log.flush()
+                try:
+                    log.write(orjson.dumps(row) + b"\n")
+                    log.flush()
+                except OSError as exc:
+                    raise WriteError(metrics_path, exc) from None
             emit("step", row | {"total": total})
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not done:
                 _save_checkpoint(output, step + 1, policy, processor or tokenizer, optimizer, cfg, digest, world)
@@ -347,6 +371,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_bytes().splitlines(keepends=True)
             if line.strip() and line.endswith(b"\n") and orjson.loads(line)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
+    check_write(path)
+    tmp = temp_path(path)
     tmp.write_bytes(b"".join(kept))
     tmp.replace(path)

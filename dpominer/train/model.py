@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .. import multimodal
-from ..models import resolve_model
+from ..models import loading, resolve_model
 from ..records import InputError
 from . import dist
 from .config import TrainConfig
@@ -19,9 +19,10 @@ def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
     model_dir = resolve_model(cfg.model)
-    if multimodal.is_vision_model(model_dir, cfg.trust_remote_code):
-        return multimodal.load_processor(model_dir, cfg.trust_remote_code).tokenizer, model_dir
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+    with loading(cfg.model):
+        if multimodal.is_vision_model(model_dir, cfg.trust_remote_code):
+            return multimodal.load_processor(model_dir, cfg.trust_remote_code).tokenizer, model_dir
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise InputError(f"--model {cfg.model}: the tokenizer has neither a pad nor an eos token")
@@ -47,11 +48,12 @@ def _load(path: str | Path, cfg: TrainConfig):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    if multimodal.is_vision_model(str(path), cfg.trust_remote_code):
-        model = multimodal.load_model(str(path), torch.float32, cfg.trust_remote_code)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                     trust_remote_code=cfg.trust_remote_code)
+    with loading(cfg.model):
+        if multimodal.is_vision_model(str(path), cfg.trust_remote_code):
+            model = multimodal.load_model(str(path), torch.float32, cfg.trust_remote_code)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                         trust_remote_code=cfg.trust_remote_code)
     # The reference log-probs are taken without dropout; a policy with dropout would not start at loss log 2.
     for module in model.modules():
         if isinstance(module, nn.Dropout):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..guard import check_write, temp_path
 from ..models import cache_dir
 from . import dist
 from .data import Example, collate, to_device
@@ -78,7 +79,12 @@ def load(path: Path, n: int) -> torch.Tensor | None:
 
 
 def save(path: Path, values: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(values, tmp)
-    tmp.replace(path)
+    """A cache write that fails (full disk, read-only cache) is skipped: the next run computes again."""
+    check_write(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(values, tmp)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
