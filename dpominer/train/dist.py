@@ -44,6 +44,16 @@ def teardown(world: World) -> None:
         torch_dist.destroy_process_group()
 
 
+def set_grad_sync(module: Any, sync: bool) -> None:
+    """Whether the next backward reduces gradients over the processes. Off for all but the last micro-batch
+    of an optimizer step (each process accumulates locally, one reduction per step). DDP reads the flag at
+    forward time; FSDP2 modules take it through ``set_requires_gradient_sync``; a plain module has none."""
+    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
+        module.set_requires_gradient_sync(sync)
+    elif hasattr(module, "require_backward_grad_sync"):  # DDP: what its no_sync() context toggles
+        module.require_backward_grad_sync = sync
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         torch_dist.barrier()
