@@ -266,6 +266,9 @@ def train(
     eval_every: int | None = typer.Option(None, "--eval-every"),
     dtype: str | None = typer.Option(None, "--dtype", help="auto | fp32 | bf16 (autocast)"),
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing"),
+    fsdp: bool | None = typer.Option(None, "--fsdp", help="Shard weights, grads and optimizer over the GPUs "
+                                     "(FSDP2; under torchrun) instead of replicating them (DDP)."),
+    cpu_offload: bool | None = typer.Option(None, "--cpu-offload", help="With --fsdp: shards and optimizer on CPU."),
     ref: str | None = typer.Option(None, "--ref", help="precompute (cached) | model"),
     lora: bool | None = typer.Option(None, "--lora", help="Train a LoRA adapter (needs peft)."),
     lora_r: int | None = typer.Option(None, "--lora-r"),
@@ -289,7 +292,8 @@ def train(
         "grad_accum": grad_accum, "epochs": epochs, "max_steps": max_steps, "warmup_ratio": warmup_ratio,
         "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
-        "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "ref": ref, "lora.enabled": lora,
+        "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "fsdp": fsdp, "cpu_offload": cpu_offload,
+        "ref": ref, "lora.enabled": lora,
         "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads}.items()}
     flags |= {"lora.enabled": ("--lora", lora), "lora.r": ("--lora-r", lora_r)}
     with user_errors():

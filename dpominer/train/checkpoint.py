@@ -46,11 +46,22 @@ def save_model(model, tokenizer, folder: Path) -> None:
 
 
 def save(output: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int) -> Path:
-    final = checkpoint_dir(output, step)
-    staging = final.with_name(f".{final.name}.tmp")
+    staging = stage(output, step)
+    save_model(model, tokenizer, staging)
+    return commit(staging, trainer_state, keep)
+
+
+def stage(output: Path, step: int) -> Path:
+    """An empty hidden folder to write step's checkpoint into; :func:`commit` renames it into place."""
+    staging = checkpoint_dir(output, step).with_name(f".step-{step:07d}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_model(model, tokenizer, staging)
+    return staging
+
+
+def commit(staging: Path, trainer_state: dict[str, Any], keep: int) -> Path:
+    """Write the trainer state last and rename the folder into place; drop all but the newest ``keep``."""
+    final = staging.with_name(staging.name[1:].removesuffix(".tmp"))
     torch.save(trainer_state, staging / STATE)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)

@@ -19,7 +19,7 @@ import orjson
 import torch
 
 from ..records import InputError, iter_jsonl
-from . import checkpoint, dist, reference
+from . import checkpoint, dist, fsdp, reference
 from .config import TrainConfig
 from .data import (
     Example,
@@ -130,11 +130,16 @@ def _average(rows: list[dict[str, float]]) -> dict[str, float]:
 def evaluate(logps_fn, examples: list[Example], ref: torch.Tensor, cfg: TrainConfig, pad_id: int,
              world: dist.World, autocast) -> dict[str, float]:
     rows = []
-    for start in range(world.rank * cfg.batch_size, len(examples), cfg.batch_size * world.size):
-        chunk = examples[start:start + cfg.batch_size]
+    starts: list[int | None] = list(range(world.rank * cfg.batch_size, len(examples), cfg.batch_size * world.size))
+    if cfg.fsdp:  # every forward is a collective: a process with fewer batches makes filler calls
+        starts += [None] * (-(-len(examples) // (cfg.batch_size * world.size)) - len(starts))
+    for start in starts:
+        chunk = examples[start:start + cfg.batch_size] if start is not None else examples[:cfg.batch_size]
         batch = {k: v.to(world.device) for k, v in collate(chunk, pad_id).items()}
         with autocast or nullcontext():
             sums, counts = logps_fn(**batch)
+        if start is None:
+            continue
         _, metrics = pair_metrics(sums.float(), counts, ref[start:start + len(chunk)].to(world.device), cfg)
         rows.append(metrics)
     merged = [r for part in dist.gather(world, rows) for r in part]
@@ -153,7 +158,9 @@ def _check_resume(state: dict[str, Any], cfg: TrainConfig, digest: str, where: P
 def train(pairs: Path, output: Path, cfg: TrainConfig, *, resume: bool = False, skip_invalid: bool = False,
           on_event: Events | None = None) -> TrainSummary:
     emit = on_event or (lambda kind, data: None)
-    world = dist.setup()
+    if cfg.fsdp and not dist.launched():
+        raise InputError(f"--fsdp shards the model over processes that torchrun starts: {dist.LAUNCH} --fsdp")
+    world = dist.setup(always=cfg.fsdp)
     try:
         started = time.perf_counter()
         run = setup(pairs, output, cfg, world, resume, skip_invalid, emit)
@@ -256,8 +263,8 @@ def reference_pass(run: Run) -> None:
         run.live_ref = reference_logps_fn(cfg, run.policy, run.logps_fn, run.model_dir, world, resume_from)
         return
     everything = run.train_set + run.eval_set
-    path = reference.cache_path(reference.model_fingerprint(run.model_dir), run.digest,
-                                str(autocast_dtype(run.autocast)))
+    numerics = autocast_dtype(run.autocast) + ("/fsdp" if cfg.fsdp else "")  # FSDP: padded, bf16 weights
+    path = reference.cache_path(reference.model_fingerprint(run.model_dir), run.digest, numerics)
     run.summary.ref_cache = str(path)
     run.ref_values = reference.load(path, len(everything))
     run.summary.ref_cache_hit = run.ref_values is not None
@@ -265,7 +272,7 @@ def reference_pass(run: Run) -> None:
         ref_fn = reference_logps_fn(cfg, run.policy, run.logps_fn, run.model_dir, world, resume_from)
         run.emit("ref_start", {"pairs": len(everything)})
         run.ref_values = reference.compute(ref_fn, everything, batch_size=cfg.batch_size, pad_id=run.pad_id,
-                                           world=world, autocast=run.autocast,
+                                           world=world, autocast=run.autocast, lockstep=cfg.fsdp,
                                            on_batch=lambda n: run.emit("ref_batch", {"pairs": n}))
         del ref_fn  # a frozen copy, if one was loaded for this, is not kept through training
         if world.main:
@@ -276,7 +283,10 @@ def restore(run: Run) -> int:
     """Optimizer and RNG state of the newest checkpoint (its weights were loaded with the policy); its step."""
     state = checkpoint.load_state(run.last)
     _check_resume(state, run.cfg, run.digest, run.last)
-    run.optimizer.load_state_dict(state["optimizer"])
+    if run.cfg.fsdp:
+        fsdp.load_sharded(run.last, run.train_fn, run.optimizer)
+    else:
+        run.optimizer.load_state_dict(state["optimizer"])
     checkpoint.set_rng_state(state["rng"][run.world.rank])
     run.summary.resumed_from = state["step"]
     if run.world.main:
@@ -351,13 +361,17 @@ def _evaluate(run: Run) -> dict[str, float]:
         ref = run.ref_values[len(run.train_set):]
     else:
         ref = reference.compute(run.live_ref, run.eval_set, batch_size=run.cfg.batch_size, pad_id=run.pad_id,
-                                world=run.world, autocast=run.autocast)
+                                world=run.world, autocast=run.autocast, lockstep=run.cfg.fsdp)
     return evaluate(run.logps_fn, run.eval_set, ref, run.cfg, run.pad_id, run.world, run.autocast)
 
 
 def _publish(run: Run) -> None:
+    policy = run.policy
+    if run.cfg.fsdp:  # gathered shard by shard into process 0's CPU memory, never whole on a GPU
+        state = fsdp.full_state_dict(run.policy)
+        policy = fsdp.unsharded_copy(run.policy, state, run.cfg.trust_remote_code) if run.world.main else None
     if run.world.main:
-        final_model = run.policy.merge_and_unload() if run.cfg.lora.enabled and run.cfg.lora.merge else run.policy
+        final_model = policy.merge_and_unload() if run.cfg.lora.enabled and run.cfg.lora.merge else policy
         checkpoint.publish(run.output, final_model, run.tokenizer)
     dist.barrier(run.world)
 
@@ -368,10 +382,21 @@ def autocast_dtype(autocast) -> str:
 
 def _save_checkpoint(run: Run, step: int) -> None:
     rngs = dist.gather(run.world, checkpoint.rng_state())
+    state = {"step": step, "rng": rngs, "config": run.cfg.model_dump(mode="json"), "data": run.digest}
+    if not run.cfg.fsdp:
+        if run.world.main:
+            state["optimizer"] = run.optimizer.state_dict()
+            checkpoint.save(run.output, step, run.policy, run.tokenizer, state, run.cfg.keep_checkpoints)
+        dist.barrier(run.world)
+        return
+    # FSDP: every process writes its shards into the staging folder; process 0 renames it once all have
+    staging = checkpoint.stage(run.output, step) if run.world.main else None
+    staging = dist.broadcast(run.world, staging)
+    fsdp.save_sharded(staging, run.train_fn, run.optimizer)
+    dist.barrier(run.world)
     if run.world.main:
-        state = {"step": step, "optimizer": run.optimizer.state_dict(), "rng": rngs,
-                 "config": run.cfg.model_dump(mode="json"), "data": run.digest}
-        checkpoint.save(run.output, step, run.policy, run.tokenizer, state, run.cfg.keep_checkpoints)
+        run.tokenizer.save_pretrained(staging)
+        checkpoint.commit(staging, state, run.cfg.keep_checkpoints)
     dist.barrier(run.world)
 
 
