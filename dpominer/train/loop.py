@@ -19,7 +19,7 @@ import orjson
 import torch
 
 from ..records import InputError, iter_jsonl
-from . import checkpoint, dist, fsdp, reference
+from . import checkpoint, dist, fsdp, plan, reference
 from .config import TrainConfig
 from .data import (
     Example,
@@ -156,8 +156,13 @@ def _check_resume(state: dict[str, Any], cfg: TrainConfig, digest: str, where: P
 
 
 def train(pairs: Path, output: Path, cfg: TrainConfig, *, resume: bool = False, skip_invalid: bool = False,
-          on_event: Events | None = None) -> TrainSummary:
+          on_event: Events | None = None, gpu_memory: float | None = None) -> TrainSummary:
+    """``gpu_memory`` (GiB; default: the GPU's own): refuse before any work when weights, gradients, optimizer
+    state and reference cannot fit, whatever the batch."""
     emit = on_event or (lambda kind, data: None)
+    count, memory, bf16 = plan.runtime_gpus(cfg, None, gpu_memory)
+    if memory is not None and (why := plan.static_misfit(plan.make_plan(cfg, count, memory, bf16), cfg.fsdp)):
+        raise InputError(why)
     if cfg.fsdp and not dist.launched():
         raise InputError(f"--fsdp shards the model over processes that torchrun starts: {dist.LAUNCH} --fsdp")
     world = dist.setup(always=cfg.fsdp)
