@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import orjson
 import torch
 
 STATE = "trainer_state.pt"
@@ -87,6 +88,17 @@ def publish(output: Path, model, tokenizer) -> None:
     for name in sorted(names, key=lambda n: n in MODEL_MARKERS):
         os.replace(staging / name, output / name)
     staging.rmdir()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the metric rows a killed run logged after its last checkpoint (they are redone)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_bytes().splitlines(keepends=True)
+            if line.strip() and line.endswith(b"\n") and orjson.loads(line)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(b"".join(kept))
+    tmp.replace(path)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -91,6 +91,21 @@ def save_sharded(folder: Path, module: nn.Module, optimizer: torch.optim.Optimiz
     dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=folder / SHARDED)
 
 
+def save_checkpoint(output: Path, step: int, module: nn.Module, optimizer: torch.optim.Optimizer, tokenizer,
+                    trainer_state: dict[str, Any], keep: int, world: dist.World) -> None:
+    """Every process writes its shards into one staging folder; process 0 renames it once all have (the
+    trainer state, written last, marks it complete, as for an unsharded checkpoint)."""
+    from . import checkpoint
+
+    staging = dist.broadcast(world, checkpoint.stage(output, step) if world.main else None)
+    save_sharded(staging, module, optimizer)
+    dist.barrier(world)
+    if world.main:
+        tokenizer.save_pretrained(staging)
+        checkpoint.commit(staging, trainer_state, keep)
+    dist.barrier(world)
+
+
 def load_sharded(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """The inverse of :func:`save_sharded`, each process reading its own shards (resharded if N changed)."""
     import torch.distributed.checkpoint as dcp

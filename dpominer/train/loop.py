@@ -295,7 +295,7 @@ def restore(run: Run) -> int:
     checkpoint.set_rng_state(state["rng"][run.world.rank])
     run.summary.resumed_from = state["step"]
     if run.world.main:
-        _truncate_metrics(run.output / "metrics.jsonl", state["step"])
+        checkpoint.truncate_metrics(run.output / "metrics.jsonl", state["step"])
     return state["step"]
 
 
@@ -394,29 +394,11 @@ def _save_checkpoint(run: Run, step: int) -> None:
             checkpoint.save(run.output, step, run.policy, run.tokenizer, state, run.cfg.keep_checkpoints)
         dist.barrier(run.world)
         return
-    # FSDP: every process writes its shards into the staging folder; process 0 renames it once all have
-    staging = checkpoint.stage(run.output, step) if run.world.main else None
-    staging = dist.broadcast(run.world, staging)
-    fsdp.save_sharded(staging, run.train_fn, run.optimizer)
-    dist.barrier(run.world)
-    if run.world.main:
-        run.tokenizer.save_pretrained(staging)
-        checkpoint.commit(staging, state, run.cfg.keep_checkpoints)
-    dist.barrier(run.world)
+    fsdp.save_checkpoint(run.output, step, run.train_fn, run.optimizer, run.tokenizer, state, run.cfg.keep_checkpoints,
+                         run.world)
 
 
 def _stopped(step: int, what: str, output: Path) -> str:
     last = checkpoint.latest(output)
     kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
     return f"step {step + 1}: {what}; training stopped ({kept}). Try a lower --lr or --dtype fp32."
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the metric rows a killed run logged after its last checkpoint (they are redone)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_bytes().splitlines(keepends=True)
-            if line.strip() and line.endswith(b"\n") and orjson.loads(line)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(b"".join(kept))
-    tmp.replace(path)
