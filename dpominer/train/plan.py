@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models import resolve_model
+from ..records import InputError
 from .config import TrainConfig
 from .fsdp import shard_units
 
@@ -71,7 +72,10 @@ def model_size(cfg: TrainConfig) -> ModelSize:
     """Counts from the config alone: the model is built on the meta device (no memory, no download of weights)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(cfg.model), trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--model {cfg.model}: cannot read its config ({str(exc).splitlines()[0]})") from None
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
         if cfg.lora.enabled:
