@@ -1,8 +1,10 @@
 """`dpominer train`: DPO on preference pairs, in one readable loop (no Trainer, no callbacks).
 
-Phases: read and tokenise the pairs → load the policy (LoRA optional) → reference log-probs (precomputed
-and cached, or a live reference) → resume → for each optimizer step: learning rate, forward/backward
-over the micro-batches, clip, step, log, eval, checkpoint → write the model.
+Phases, one function each, read top to bottom in :func:`train`: ``setup`` (read and tokenise the pairs,
+load the policy — LoRA optional, DDP-wrapped or FSDP-sharded under torchrun — optimizer, schedule) →
+``reference_pass`` (log-probs precomputed and cached, or a live reference) → ``restore`` (--resume) →
+``_loop``: for each optimizer step ``train_step`` (learning rate, forward/backward over the micro-batches,
+clip, step), then log, eval, checkpoint → ``_publish`` (write the model).
 """
 
 from __future__ import annotations
