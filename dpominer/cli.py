@@ -175,6 +175,7 @@ def sample(
     trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code"),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (backend openai)."),
     concurrency: int | None = typer.Option(None, "--concurrency", help="Requests in flight (backend openai)."),
+    dpi: int | None = typer.Option(None, "--dpi", help="Resolution PDF pages are rendered at (150)."),
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
     """Sample n candidates per document with vLLM, transformers, or an OpenAI-compatible server."""
@@ -197,7 +198,8 @@ def sample(
                  "tensor_parallel_size": ("--tensor-parallel-size", tensor_parallel_size),
                  "gpu_memory_utilization": ("--gpu-memory-utilization", gpu_memory_utilization),
                  "threads": ("--threads", threads), "trust_remote_code": ("--trust-remote-code", trust_remote_code),
-                 "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency)}
+                 "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency),
+                 "dpi": ("--dpi", dpi)}
         cfg = build_config(SampleConfig, config, flags)
         done, left = pending(docs, output, cfg, resume=resume, skip_invalid=skip_invalid)
         engine = make_backend(cfg)
@@ -273,6 +275,10 @@ def train(
     lora: bool | None = typer.Option(None, "--lora", help="Train a LoRA adapter (needs peft)."),
     lora_r: int | None = typer.Option(None, "--lora-r"),
     merge: bool | None = typer.Option(None, "--merge", help="With --lora: write the merged full model."),
+    freeze_vision: bool | None = typer.Option(
+        None, "--freeze-vision/--no-freeze-vision", help="VLMs: keep the vision tower and projector frozen "
+        "(default; LoRA then targets the language model only)."),
+    dpi: int | None = typer.Option(None, "--dpi", help="Resolution PDF pages are rendered at (150)."),
     save_every: int | None = typer.Option(None, "--save-every", help="Steps between checkpoints (50; 0 none)."),
     seed: int | None = typer.Option(None, "--seed"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
@@ -300,7 +306,8 @@ def train(
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
         "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "fsdp": fsdp, "cpu_offload": cpu_offload,
         "ref": ref, "lora.enabled": lora,
-        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads}.items()}
+        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads,
+        "freeze_vision": freeze_vision, "dpi": dpi}.items()}
     flags |= {"lora.enabled": ("--lora", lora), "lora.r": ("--lora-r", lora_r)}
     with user_errors():
         from .config import build_config
@@ -343,6 +350,7 @@ def eval_(
     max_tokens: int = typer.Option(512, "--max-tokens"),
     seed: int = typer.Option(0, "--seed"),
     backend: str = typer.Option("auto", "--backend", help="auto | vllm | hf | openai"),
+    dpi: int | None = typer.Option(None, "--dpi", help="Resolution PDF pages are rendered at (150)."),
     sample_config: Path | None = typer.Option(None, "--sample-config", help="More `sample` settings (TOML/JSON).",
                                               dir_okay=False),
 ) -> None:
@@ -361,6 +369,7 @@ def eval_(
         flags = ["-n", str(n), "--temperature", str(temperature), "--max-tokens", str(max_tokens),
                  "--seed", str(seed), "--backend", backend]
         flags += ["--config", str(sample_config)] if sample_config else []
+        flags += ["--dpi", str(dpi)] if dpi else []
         result = run_eval(docs, model, candidates, output, flags, ScoreConfig())
         write_json(output / "eval.json", result | {"sampling": {"n": n, "temperature": temperature,
                                                                 "max_tokens": max_tokens, "seed": seed}})

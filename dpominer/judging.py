@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Request, SamplingSpec
+from .images import rebase_record
 from .judge import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
 from .mining import ScoreConfig, Summary, count_record, read_records, score_record
 from .records import CandidateRecord, Document, InputError
@@ -49,8 +50,8 @@ def make_judge_backend(cfg: JudgeConfig):
 def task_text(record: CandidateRecord) -> str:
     """What the model was asked: the last user message, or the prompt string."""
     if record.messages is not None:
-        users = [m.content for m in record.messages if m.role == "user"]
-        return users[-1] if users else record.messages[-1].content
+        users = [m.text for m in record.messages if m.role == "user"]
+        return users[-1] if users else record.messages[-1].text
     return record.prompt or ""
 
 
@@ -135,7 +136,8 @@ def run_judged_score(src: Path, dst: Path, score_cfg: ScoreConfig, cfg: JudgeCon
                 count_record(summary, record)
                 agreement += [(c.judge["score"], c.fidelity["cer"]) for c in record.candidates
                               if c.judge and "score" in c.judge and c.fidelity and "cer" in c.fidelity]
-                out.write(orjson.dumps(record.model_dump(exclude_none=True)) + b"\n")
+                data = rebase_record(record.model_dump(exclude_none=True), src.parent, dst.parent)
+                out.write(orjson.dumps(data) + b"\n")
             out.flush()
             os.fsync(out.fileno())
             if on_chunk is not None:

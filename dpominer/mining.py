@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .degeneration import DetectorConfig, detect
 from .fidelity import FidelityConfig, fidelity
+from .images import rebase_record
 from .pairing import PairConfig, make_pairs
 from .records import CandidateRecord, atomic_output, dumps, iter_jsonl
 
@@ -134,7 +135,7 @@ def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = Fa
         for record in read_records(src, skip_invalid, summary, progress):
             score_record(record, cfg)
             count_record(summary, record)
-            out.write(dumps(record))
+            out.write(dumps(rebase_record(record.model_dump(exclude_none=True), src.parent, dst.parent)))
     return summary
 
 
@@ -152,5 +153,5 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
                 summary.pairs += 1
                 summary.pairs_by_reason[pair.reason] += 1
                 summary.chosen_source[pair.chosen_source] += 1
-                out.write(dumps(pair))
+                out.write(dumps(rebase_record(pair.model_dump(exclude_none=True), src.parent, dst.parent)))
     return summary

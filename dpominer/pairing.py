@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import fuzz
 
+from .images import dump_refs
 from .records import Candidate, CandidateRecord, Pair
 
 
@@ -118,8 +119,11 @@ def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_ce
     return ordered
 
 
-def _completion(text: str, conversational: bool) -> str | list[dict[str, Any]]:
-    return [{"role": "assistant", "content": text}] if conversational else text
+def _completion(text: str, conversational: bool, parts: bool = False) -> str | list[dict[str, Any]]:
+    """The reply as TRL wants it; for image documents in content parts, as VLM chat templates expect."""
+    if not conversational:
+        return text
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}] if parts else text}]
 
 
 def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
@@ -160,12 +164,13 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     if not picked:
         return PairOutcome([], "no_rejected")
 
-    conversational = record.conversational
+    conversational, parts = record.conversational, record.has_images
     pairs = [
         Pair(
             prompt=record.prompt_value(),
-            chosen=_completion(chosen_text, conversational),
-            rejected=_completion(cand.text, conversational),
+            chosen=_completion(chosen_text, conversational, parts),
+            rejected=_completion(cand.text, conversational, parts),
+            images=dump_refs(record.images) if record.images else None,
             id=record.id,
             reason=reason,
             chosen_source="reference" if use_reference else "candidate",

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .images import ImageRef, PdfPage
 
 FinishReason = Literal["stop", "length", "repetition", "error"]
 
@@ -24,10 +26,36 @@ class InputError(Exception):
     """Bad user input, reported as one line (``path:LINE: message``) and exit code 1."""
 
 
+class ContentPart(BaseModel):
+    """A part of a multimodal message: ``{"type": "image"}`` (the next of the document's images) or
+    ``{"type": "text", "text": …}``."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["image", "text"]
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_has_text(self):
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs 'text'")
+        return self
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: str
+    content: str | list[ContentPart]
+
+    @property
+    def text(self) -> str:
+        """The message's text (text parts joined); images left out."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+    @property
+    def image_parts(self) -> int:
+        return 0 if isinstance(self.content, str) else sum(part.type == "image" for part in self.content)
 
 
 class _Prompted(BaseModel):
@@ -38,7 +66,15 @@ class _Prompted(BaseModel):
     prompt: str | None = None
     messages: list[Message] | None = None
     reference: str | None = None
+    images: list[ImageRef] | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _refs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [PdfPage.model_validate(v) if isinstance(v, dict) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _one_input(self):
@@ -46,6 +82,13 @@ class _Prompted(BaseModel):
             raise ValueError("needs exactly one of 'prompt' (string) or 'messages' (list of {role, content})")
         if self.messages is not None and not self.messages:
             raise ValueError("'messages' is empty")
+        parts = sum(m.image_parts for m in self.messages or [])
+        if self.images is not None or parts:
+            images = len(self.images or [])
+            if self.messages is None:
+                raise ValueError("'images' need 'messages' with one {\"type\": \"image\"} content part per image")
+            if parts != images:
+                raise ValueError(f"{parts} image content part(s) in 'messages' but {images} entries in 'images'")
         if not self.id:
             # Stable across processes and machines (never Python's salted hash()).
             self.id = "doc-" + hashlib.blake2b(orjson.dumps(self.prompt_value()), digest_size=8).hexdigest()
@@ -55,10 +98,14 @@ class _Prompted(BaseModel):
     def conversational(self) -> bool:
         return self.messages is not None
 
+    @property
+    def has_images(self) -> bool:
+        return bool(self.images)
+
     def prompt_value(self) -> str | list[dict[str, Any]]:
         """The prompt as TRL wants it: the string, or the message list."""
         if self.messages is not None:
-            return [m.model_dump() for m in self.messages]
+            return [m.model_dump(exclude_none=True) for m in self.messages]
         assert self.prompt is not None
         return self.prompt
 
@@ -108,6 +155,7 @@ class Pair(BaseModel):
     prompt: str | list[dict[str, Any]]
     chosen: str | list[dict[str, Any]]
     rejected: str | list[dict[str, Any]]
+    images: list[Any] | None = None  # paths / {"pdf", "page"} resolving from the pairs file's folder
     id: str
     reason: str
     chosen_source: Literal["candidate", "reference"]

@@ -55,7 +55,7 @@ def _add_file(runs: Runs, path: Path) -> None:
         if "step" in first and "loss" in first:
             runs.metrics.append((label, rows))
         elif "chosen" in first and "rejected" in first:
-            runs.pairs += rows
+            runs.pairs += [row | {"_folder": path.parent} if row.get("images") else row for row in rows]
         elif "candidates" in first:
             cfg = ScoreConfig()
             for row in rows:
@@ -132,7 +132,7 @@ def _loops(runs: Runs) -> list[tuple[int, float]]:
     if not out:
         for p in runs.pairs:
             s = p.get("rejected_scores") or {}
-            text = p["rejected"] if isinstance(p["rejected"], str) else p["rejected"][-1]["content"]
+            text = _completion_text(p["rejected"])
             if s.get("verdict") == "degenerate" and s.get("unit_len") and s.get("start_char") is not None:
                 out.append((s["unit_len"], s["start_char"] / max(len(text), 1)))
     return out
@@ -208,7 +208,32 @@ def _figure(draw, rows: int = 1, cols: int = 1) -> tuple[bytes, int]:
 
 
 def _completion_text(value: Any) -> str:
-    return value if isinstance(value, str) else value[-1]["content"]
+    if isinstance(value, str):
+        return value
+    content = value[-1]["content"]
+    if isinstance(content, list):  # content parts (image pairs)
+        return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
+    return content
+
+
+def _thumbnails(pair: dict[str, Any], width: int = 220) -> str:
+    """The pair's page images, shrunk and embedded (the page stays self-contained); a note when unreadable."""
+    from . import images
+
+    out = []
+    for i, ref in enumerate(pair.get("images") or []):
+        ref = images.PdfPage.model_validate(ref) if isinstance(ref, dict) else ref
+        try:
+            page = images.load(ref, pair["_folder"], dpi=72)
+        except ValueError as exc:
+            out.append(f"<small>images[{i}]: {html.escape(str(exc))}</small>")
+            continue
+        page.thumbnail((width, width * 2))
+        buf = io.BytesIO()
+        page.save(buf, format="PNG")
+        out.append(f'<img class=page alt="{html.escape(images.describe(ref))}" '
+                   f'src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
+    return "".join(out)
 
 
 def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
@@ -224,16 +249,19 @@ def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
 def _examples(pairs: list[dict[str, Any]], count: int) -> str:
     picked = [p for p in pairs if p.get("reason") == "rejected_degenerate"][:count] or pairs[:count]
     rows = []
+    pages = any(p.get("images") for p in picked)
     for p in picked:
         scores = p.get("rejected_scores") or {}
+        page = f"<td>{_thumbnails(p)}</td>" if pages else ""
         rows.append(
             f"<tr><td>{html.escape(str(p.get('id', '')))}<br><small>{html.escape(str(scores.get('kind') or ''))}"
-            f"</small></td><td class=t>{html.escape(_completion_text(p['chosen'])[:600])}</td>"
+            f"</small></td>{page}<td class=t>{html.escape(_completion_text(p['chosen'])[:600])}</td>"
             f"<td class=t>{_highlighted(_completion_text(p['rejected']), scores.get('start_char'))}</td></tr>")
     if not rows:
         return ""
     return ("<h2>Example pairs</h2><p>The loop is highlighted from the onset the detector found.</p>"
-            "<table><tr><th>id</th><th>chosen</th><th>rejected</th></tr>" + "".join(rows) + "</table>")
+            f"<table><tr><th>id</th>{'<th>page</th>' if pages else ''}<th>chosen</th><th>rejected</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _eval_table(runs: Runs) -> str:
@@ -254,7 +282,7 @@ STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1180px;margin:2em 
 img{max-width:100%;border:1px solid #ddd;margin:.4em 0}table{border-collapse:collapse;width:100%;margin:.6em 0}
 td,th{border:1px solid #ddd;padding:.35em .5em;vertical-align:top;text-align:left}td.t{font:12px/1.35 monospace;
 white-space:pre-wrap;max-width:520px}mark{background:#ffd6d6}.warn{background:#fff4d6;border-left:4px solid #e0a800;
-padding:.6em 1em}small{color:#666}"""
+padding:.6em 1em}small{color:#666}img.page{max-width:220px;margin:0}"""
 
 
 def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:

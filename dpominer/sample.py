@@ -19,7 +19,9 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import images as page_images
 from .backends import Completion, Request, SamplingSpec, pick_backend
+from .images import DEFAULT_DPI
 from .models import DEFAULT_MODEL, resolve_model
 from .records import Document, InputError, iter_jsonl
 
@@ -43,6 +45,7 @@ class SampleConfig(BaseModel):
     trust_remote_code: bool = False
     base_url: str | None = None
     concurrency: int = Field(8, ge=1)
+    dpi: int = Field(DEFAULT_DPI, ge=18, le=1200, description="resolution PDF pages are rendered at")
 
     @field_validator("shard")
     @classmethod
@@ -116,6 +119,8 @@ def render(doc: Document, tokenizer, chat_template: bool | None) -> tuple[str, l
         if doc.conversational or use_template:
             return "", None, messages
         return doc.prompt or "", None, None
+    if doc.messages is not None:  # text-only content parts: a text model's template wants the string
+        messages = [{**m, "content": message.text} for m, message in zip(messages, doc.messages, strict=True)]
     if use_template:
         if not getattr(tokenizer, "chat_template", None):
             raise InputError("--chat-template: the model's tokenizer has no chat template")
@@ -128,9 +133,38 @@ def render(doc: Document, tokenizer, chat_template: bool | None) -> tuple[str, l
     return text, tokenizer(text)["input_ids"], None
 
 
+def render_images(doc: Document, pictures: list, backend) -> tuple[str, list[int] | None, list]:
+    """(prompt text, its ids with the image tokens expanded, messages) of an image document. A backend
+    without a processor that tokenises itself has a text model; a server (no tokenizer) templates itself."""
+    messages = doc.prompt_value()
+    assert isinstance(messages, list)
+    processor = getattr(backend, "processor", None)
+    if processor is None:
+        if backend.tokenizer is not None:
+            raise ValueError("the model takes no images (it has no image processor)")
+        return "", None, messages
+    from . import multimodal
+
+    text = multimodal.template_text(processor, messages, generation_prompt=True)
+    return text, multimodal.encode(processor, text, pictures)["input_ids"], messages
+
+
+def check_images(base: Path) -> Callable[[Document], None]:
+    """For :func:`iter_jsonl`: every image of a document exists and reads (``images[i]: why``)."""
+    def check(doc: Document) -> None:
+        for i, ref in enumerate(doc.images or []):
+            try:
+                page_images.check(ref, base)
+            except ValueError as exc:
+                raise ValueError(f"images[{i}]: {exc}") from None
+    return check
+
+
 def _record(doc: Document, cfg: SampleConfig, backend_name: str, request: Request | None,
-            completions: list[Completion], error: str | None) -> dict[str, Any]:
-    record = doc.model_dump(exclude_none=True)
+            completions: list[Completion], error: str | None, dirs: tuple[Path, Path]) -> dict[str, Any]:
+    record = page_images.rebase_record(doc.model_dump(exclude_none=True), *dirs)
+    if request is not None and request.images:
+        record["image_info"] = [page_images.fingerprint(img) for img in request.images]
     if not record.get("meta"):
         record.pop("meta", None)
     # the backend that ran, not the flag: `auto` says nothing about where a text came from
@@ -186,11 +220,20 @@ def make_backend(cfg: SampleConfig):
 Prepared = tuple[Document, Request | None, str | None]  # a request, or why the document has none
 
 
-def _requests(docs: list[Document], cfg: SampleConfig, backend) -> Iterator[Prepared]:
+def _requests(docs: list[Document], cfg: SampleConfig, backend, base: Path) -> Iterator[Prepared]:
     context = backend.max_context()
     spec = cfg.sampling
     for doc in docs:
-        text, ids, messages = render(doc, backend.tokenizer, cfg.chat_template)
+        pictures = None
+        if doc.images:
+            try:
+                pictures = page_images.load_all(doc.images, base, cfg.dpi)
+                text, ids, messages = render_images(doc, pictures, backend)
+            except ValueError as exc:  # unreadable now, or more images than the processor takes
+                yield doc, None, str(exc)
+                continue
+        else:
+            text, ids, messages = render(doc, backend.tokenizer, cfg.chat_template)
         max_tokens = spec.max_tokens
         if ids is not None and context:
             if len(ids) >= context:
@@ -198,7 +241,7 @@ def _requests(docs: list[Document], cfg: SampleConfig, backend) -> Iterator[Prep
                 continue
             max_tokens = min(max_tokens, context - len(ids))
         seeds = [derive_seed(doc.id, index, spec.seed) for index in range(spec.n)]
-        yield doc, Request(doc.id, text, ids, messages, seeds, max_tokens), None
+        yield doc, Request(doc.id, text, ids, messages, seeds, max_tokens, pictures), None
 
 
 def pending(docs_path: Path, output: Path, cfg: SampleConfig, *, resume: bool, skip_invalid: bool,
@@ -223,7 +266,8 @@ def pending(docs_path: Path, output: Path, cfg: SampleConfig, *, resume: bool, s
 def _todo(docs_path: Path, cfg: SampleConfig, done: set[str], skip_invalid: bool,
           on_skip: Callable[[str], None] | None = None) -> Iterator[Document]:
     """The documents of this shard not done yet, streamed."""
-    for doc in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip):
+    for doc in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip,
+                          check=check_images(docs_path.parent)):
         if in_shard(doc.id, cfg.shard) and doc.id not in done:
             yield doc
 
@@ -248,15 +292,17 @@ def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, don
     partial.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("ab") as out:
         for chunk in chunks(_todo(docs_path, cfg, done, skip_invalid), cfg.chunk_size):
-            _sample_chunk(chunk, cfg, backend, out, summary)
+            _sample_chunk(chunk, cfg, backend, out, summary, (docs_path.parent, output.parent))
             if on_chunk is not None:
                 on_chunk(len(chunk), summary.candidates, summary.tokens)
     os.replace(partial, output)
     return summary
 
 
-def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend, out, summary: SampleSummary) -> None:
-    prepared = list(_requests(chunk, cfg, backend))
+def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend, out, summary: SampleSummary,
+                  dirs: tuple[Path, Path]) -> None:
+    """``dirs``: the documents' folder and the output's (image paths are rewritten from one to the other)."""
+    prepared = list(_requests(chunk, cfg, backend, dirs[0]))
     requests = [request for _, request, _ in prepared if request is not None]
     results = iter(backend.generate(requests, cfg.sampling) if requests else [])
     for doc, request, error in prepared:
@@ -265,7 +311,7 @@ def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend, out, summar
             summary.errors += 1
             if len(summary.error_examples) < 5:
                 summary.error_examples.append(f"{doc.id}: {error}")
-        record = _record(doc, cfg, backend.name, request, completions, error)
+        record = _record(doc, cfg, backend.name, request, completions, error, dirs)
         for cand in record["candidates"]:
             summary.finish_reasons[cand["finish_reason"]] = summary.finish_reasons.get(cand["finish_reason"], 0) + 1
             summary.tokens += cand.get("num_tokens", 0)

@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .records import CandidateRecord, Document, atomic_output, iter_jsonl
+from .images import rebase_record
+from .records import CandidateRecord, Document, atomic_output, dumps, iter_jsonl
 
 
 @dataclass
@@ -46,7 +47,11 @@ def merge(inputs: list[Path], output: Path, docs: Path | None = None) -> MergeSu
                     continue
                 seen.add(digest)
                 summary.records += 1
-                out.write(raw[0] if raw[0].endswith(b"\n") else raw[0] + b"\n")
+                if record.images and path.parent.resolve() != output.parent.resolve():
+                    # image paths resolve from a file's folder: rewritten for the merged file's
+                    out.write(dumps(rebase_record(record.model_dump(exclude_none=True), path.parent, output.parent)))
+                else:
+                    out.write(raw[0] if raw[0].endswith(b"\n") else raw[0] + b"\n")
     if docs is not None:
         for doc in iter_jsonl(docs, Document):
             if _digest(doc.id) not in seen:

@@ -68,6 +68,7 @@ class Request:
     messages: list[dict] | None  # for servers that apply the chat template themselves
     seeds: list[int]  # one per candidate
     max_tokens: int
+    images: list | None = None  # the document's page images (8-bit RGB PIL), in order of its image parts
 
 
 @dataclass

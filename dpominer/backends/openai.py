@@ -73,7 +73,8 @@ class OpenAIBackend:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "answer", "schema": spec.json_schema}}
         if request.messages is not None:
-            body |= {"messages": request.messages, "logprobs": True, "top_logprobs": 0}
+            messages = chat_messages(request.messages, request.images) if request.images else request.messages
+            body |= {"messages": messages, "logprobs": True, "top_logprobs": 0}
             answer = self._post("/chat/completions", body)
         else:
             body |= {"prompt": request.prompt_text, "logprobs": 0}
@@ -100,6 +101,22 @@ class OpenAIBackend:
             raise InputError("--stop-on-loop: not available with --backend openai (use vllm or hf)")
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda r: self._one(r, spec), requests))
+
+
+def chat_messages(messages: list[dict], images: list) -> list[dict]:
+    """Messages in the OpenAI chat form, each ``{"type": "image"}`` part replaced by the next image as an
+    ``image_url`` part holding a base64 PNG data URL (servers cannot read the client's files)."""
+    from ..images import data_url
+
+    pictures = iter(images)
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{"type": "image_url", "image_url": {"url": data_url(next(pictures))}}
+                       if part["type"] == "image" else {"type": "text", "text": part["text"]} for part in content]
+        out.append({**message, "content": content})
+    return out
 
 
 def _completion(choice: dict, seed: int) -> Completion:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..images import DEFAULT_DPI
 from ..models import DEFAULT_MODEL
 
 
@@ -51,6 +52,10 @@ class TrainConfig(BaseModel):
     ref: Literal["precompute", "model"] = Field(
         "precompute", description="reference log-probs computed once and cached, or a live reference")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    # vision-language models
+    freeze_vision: bool = Field(True, description="keep the vision tower and projector frozen (LoRA: the "
+                                "language model's layers only)")
+    dpi: int = Field(DEFAULT_DPI, ge=18, le=1200, description="resolution PDF pages are rendered at")
     # bookkeeping
     seed: int = 0
     eval_every: int = Field(0, ge=0, description="optimizer steps between evals (0: at the end only)")

@@ -31,12 +31,14 @@ from .data import (
     data_digest,
     in_eval_split,
     length_grouped_batches,
+    to_device,
     tokenize_pair,
     truncate,
 )
 from .logps import CompletionLogps
 from .loss import dpo_loss
-from .model import autocast_for, build_policy, load_tokenizer, reference_logps_fn
+from .model import autocast_for, build_policy, load_image_processor, load_tokenizer, reference_logps_fn
+from .vision import tokenize_image_pair
 
 Events = Callable[[str, dict[str, Any]], None]
 UNCHECKED_ON_RESUME = {"save_every", "keep_checkpoints", "eval_every", "threads", "max_steps", "epochs"}
@@ -68,10 +70,16 @@ class TrainSummary:
 
 
 def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
-                  summary: TrainSummary) -> tuple[list[Example], list[Example]]:
-    def check(record: PreferenceRecord) -> None:
+                  summary: TrainSummary, processor=None) -> tuple[list[Example], list[Example]]:
+    def check(record: PreferenceRecord) -> None:  # ValueError → "pairs:LINE: why"
+        if record.images:
+            if processor is None:
+                raise ValueError(f"--model {cfg.model} takes no images (it has no image processor)")
+            examples.append(tokenize_image_pair(record, processor, base=pairs.parent, dpi=cfg.dpi,
+                                                loop_copies=cfg.loop_copies))
+            return
         examples.append(tokenize_pair(record, tokenizer, loop_copies=cfg.loop_copies,
-                                      separate=cfg.tokenize_separately))  # ValueError → "pairs:LINE: why"
+                                      separate=cfg.tokenize_separately))
 
     examples: list[Example] = []
     for _ in iter_jsonl(pairs, PreferenceRecord, skip_invalid=skip_invalid, unique_ids=False, check=check):
@@ -137,7 +145,7 @@ def evaluate(logps_fn, examples: list[Example], ref: torch.Tensor, cfg: TrainCon
         starts += [None] * (-(-len(examples) // (cfg.batch_size * world.size)) - len(starts))
     for start in starts:
         chunk = examples[start:start + cfg.batch_size] if start is not None else examples[:cfg.batch_size]
-        batch = {k: v.to(world.device) for k, v in collate(chunk, pad_id).items()}
+        batch = to_device(collate(chunk, pad_id), world.device)
         with autocast or nullcontext():
             sums, counts = logps_fn(**batch)
         if start is None:
@@ -193,6 +201,7 @@ class Run:
     summary: TrainSummary
     last: Path | None  # the newest complete checkpoint in output
     tokenizer: Any
+    processor: Any  # a VLM's image processor, else None
     model_dir: str
     train_set: list[Example]
     eval_set: list[Example]
@@ -215,6 +224,11 @@ class Run:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
+    @property
+    def saved_with_model(self) -> Any:
+        """What is written next to the weights so the folder loads on its own: the processor, or the tokenizer."""
+        return self.processor or self.tokenizer
+
     def micro_batches(self, step: int) -> list[list[int]]:
         """This process's micro-batches (indices into train_set) for an optimizer step."""
         epoch, within = divmod(step, self.steps_per_epoch)
@@ -235,7 +249,8 @@ def setup(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resume
     last = _check_output(output, resume)
     summary = TrainSummary()
     tokenizer, model_dir = load_tokenizer(cfg)
-    train_set, eval_set = read_examples(pairs, tokenizer, cfg, skip_invalid, summary)
+    processor = load_image_processor(cfg, model_dir)  # a VLM's: renders image pairs, is saved with the model
+    train_set, eval_set = read_examples(pairs, tokenizer, cfg, skip_invalid, summary, processor)
     emit("data", summary.as_dict())
     policy, logps_fn, train_fn = build_policy(cfg, model_dir, world, resume_from=last if resume else None)
     trainable = [p for p in policy.parameters() if p.requires_grad]
@@ -244,7 +259,7 @@ def setup(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resume
     n_micro = len(length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0))
     steps_per_epoch = math.ceil(n_micro / (cfg.grad_accum * world.size))  # micro-batches per step, all processes
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    return Run(cfg, world, output, emit, summary, last, tokenizer, model_dir, train_set, eval_set,
+    return Run(cfg, world, output, emit, summary, last, tokenizer, processor, model_dir, train_set, eval_set,
                data_digest(train_set + eval_set), autocast_for(cfg, world.device), policy, logps_fn, train_fn,
                optimizer, trainable, lengths, steps_per_epoch, total, int(cfg.warmup_ratio * total))
 
@@ -310,7 +325,7 @@ def train_step(run: Run, step: int, micro_batches: list[list[int]]) -> dict[str,
         group["lr"] = lr
     rows, tokens = [], 0
     for micro, idx in enumerate(micro_batches):
-        batch = {k: v.to(world.device) for k, v in collate([run.train_set[i] for i in idx], run.pad_id).items()}
+        batch = to_device(collate([run.train_set[i] for i in idx], run.pad_id), world.device)
         tokens += int(batch["attention_mask"].sum())
         # gradients are all-reduced on the last micro-batch's backward only
         dist.set_grad_sync(run.train_fn, micro == len(micro_batches) - 1)
@@ -379,7 +394,7 @@ def _publish(run: Run) -> None:
         policy = fsdp.unsharded_copy(run.policy, state, run.cfg.trust_remote_code) if run.world.main else None
     if run.world.main:
         final_model = policy.merge_and_unload() if run.cfg.lora.enabled and run.cfg.lora.merge else policy
-        checkpoint.publish(run.output, final_model, run.tokenizer)
+        checkpoint.publish(run.output, final_model, run.saved_with_model)
     dist.barrier(run.world)
 
 
@@ -393,11 +408,11 @@ def _save_checkpoint(run: Run, step: int) -> None:
     if not run.cfg.fsdp:
         if run.world.main:
             state["optimizer"] = run.optimizer.state_dict()
-            checkpoint.save(run.output, step, run.policy, run.tokenizer, state, run.cfg.keep_checkpoints)
+            checkpoint.save(run.output, step, run.policy, run.saved_with_model, state, run.cfg.keep_checkpoints)
         dist.barrier(run.world)
         return
-    fsdp.save_checkpoint(run.output, step, run.train_fn, run.optimizer, run.tokenizer, state, run.cfg.keep_checkpoints,
-                         run.world)
+    fsdp.save_checkpoint(run.output, step, run.train_fn, run.optimizer, run.saved_with_model, state,
+                         run.cfg.keep_checkpoints, run.world)
 
 
 def _stopped(step: int, what: str, output: Path) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from ..models import cache_dir
 from . import dist
-from .data import Example, collate
+from .data import Example, collate, to_device
 
 FORMAT = 1  # bump when the numbers a cache file holds change meaning
 
@@ -63,7 +63,7 @@ def compute(logps_fn: Callable, examples: list[Example], *, batch_size: int, pad
         starts += [None] * (most - len(starts))
     for start in starts:
         idx = mine[start:start + batch_size] if start is not None else mine[:batch_size] or [0]
-        batch = {k: v.to(world.device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+        batch = to_device(collate([examples[i] for i in idx], pad_id), world.device)
         with autocast or nullcontext():
             sums, _ = logps_fn(**batch)  # (2B,)
         if start is None:
