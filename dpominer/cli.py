@@ -282,6 +282,9 @@ TRAIN_OPTIONS = (
     opt("eval_every", min=0),
     opt("dtype", help="auto | fp32 | bf16 (autocast)"),
     opt("gradient_checkpointing"),
+    opt("fsdp", help="Shard weights, grads and optimizer over the GPUs (FSDP2; under torchrun) instead of "
+        "replicating them (DDP)."),
+    opt("cpu_offload", help="With --fsdp: shards and optimizer on CPU."),
     opt("ref", help="precompute (cached) | model"),
     opt("lora.enabled", "--lora", help="Train a LoRA adapter (needs peft)."),
     opt("lora.r", "--lora-r", min=1),
@@ -305,9 +308,15 @@ def train(
     config: Path | None = CONFIG,
     resume: bool = typer.Option(False, "--resume", help="Go on from the newest checkpoint in OUTPUT."),
     skip_invalid: bool = SKIP_INVALID,
+    plan: bool = typer.Option(False, "--plan", help="Print the per-GPU memory of DDP and FSDP and which fits; "
+                              "train nothing."),
+    gpus: int | None = typer.Option(None, "--gpus", min=1, help="GPUs for --plan (default: the processes, or the "
+                                    "GPUs here)."),
+    gpu_memory: float | None = typer.Option(None, "--gpu-memory", min=0, help="GiB per GPU for --plan and the "
+                                            "check before training (default: this GPU's)."),
     flags: Flags = None,
 ) -> None:
-    """Train the model on the pairs with DPO (our own loop; precomputed reference; LoRA; torchrun)."""
+    """Train the model on the pairs with DPO (our own loop; precomputed reference; LoRA; torchrun; FSDP)."""
     from .runinfo import InputDigest, write_meta
     from .train.loop import TrainingStopped
     from .train.loop import train as run_train
@@ -315,6 +324,14 @@ def train(
 
     with user_errors() as guard:
         cfg = build_config(TrainConfig, config, flags)
+        if plan:
+            from .train.plan import make_plan, plan_rows, runtime_gpus
+            from .ui import show_plan
+
+            count, memory, bf16 = runtime_gpus(cfg, gpus, gpu_memory)
+            made = make_plan(cfg, count, memory or 80 * (1 << 30), bf16)
+            show_plan(made, plan_rows(made))
+            return
         main_process = os.environ.get("RANK", "0") == "0"
         for path in (pairs, config):
             guard.add_input(path)
@@ -323,7 +340,8 @@ def train(
         guard.resumable.append(output / "checkpoints")
         try:
             with training_progress(show=main_process) as on_event:
-                summary = run_train(pairs, output, cfg, resume=resume, skip_invalid=skip_invalid, on_event=on_event)
+                summary = run_train(pairs, output, cfg, resume=resume, skip_invalid=skip_invalid, on_event=on_event,
+                                    gpu_memory=gpu_memory)
         except TrainingStopped as exc:
             raise InputError(str(exc)) from None
         if main_process:
