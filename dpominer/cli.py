@@ -24,6 +24,19 @@ CONFIG = typer.Option(None, "--config", help="TOML or JSON file with the setting
                       dir_okay=False)
 SKIP_INVALID = typer.Option(False, "--skip-invalid", help="Skip bad input lines (and count them) instead of stopping.")
 OUTPUT = typer.Option(..., "-o", "--output", help="Output JSONL (written atomically).", dir_okay=False)
+CHECK = typer.Option([], "--check", help="A failure check run on every candidate (repeat): json | json-schema:FILE | "
+                     "regex-forbid:PATTERN | regex-require:PATTERN | max-length-ratio:R | py:MODULE:FUNCTION | "
+                     "an entry point NAME[:ARG] (group dpominer.checks). Replaces the config's [[checks]].")
+
+
+def _checks(values: list[str], config: Path | None, from_file: tuple, key: str = "checks") -> tuple:
+    """The checks to run: the --check flags, else the config file's; every one built now (schemas
+    read, modules imported), so bad input stops before any work, naming the flag or the file."""
+    from .checks import parse_specs, validate
+
+    specs = tuple(parse_specs(values)) if values else from_file
+    validate(list(specs), "--check" if values else f"{config}: {key}")
+    return specs
 
 
 @contextmanager
@@ -63,9 +76,10 @@ def score(
                                        "with weights, scale.", dir_okay=False),
     judge_base_url: str | None = typer.Option(None, "--judge-base-url", help="OpenAI-compatible judge server."),
     resume: bool = typer.Option(False, "--resume", help="With --judge: continue OUT.partial of a killed run."),
+    check: list[str] = CHECK,
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
-    """Judge every candidate for repetition loops and, given a reference, its fidelity (CER, …)."""
+    """Judge every candidate for repetition loops, failed checks and, given a reference, fidelity (CER, …)."""
     from .mining import ScoreConfig, run_score
     from .ui import reading
 
@@ -73,6 +87,7 @@ def score(
         from .config import build_config
 
         cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore)})
+        cfg = cfg.model_copy(update={"checks": _checks(check, config, cfg.checks)})
         if judge is None:
             if resume:
                 raise InputError("--resume: only with --judge (plain scoring is quick to redo)")
@@ -121,6 +136,7 @@ def pair(
         None, "--min-judge-margin", help="Least judge-score gap (0-1) to reject a worse-judged candidate."),
     stats_json: Path | None = typer.Option(
         None, "--stats-json", help="Write the summary numbers here too.", dir_okay=False),
+    check: list[str] = CHECK,
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
     """Turn scored candidates into TRL-compatible preference pairs (degenerate ones rejected)."""
@@ -140,6 +156,8 @@ def pair(
             "policy.score_by": ("--score-by", score_by),
             "policy.min_judge_margin": ("--min-judge-margin", min_judge_margin),
         })
+        checks = _checks(check, config, cfg.score.checks, "score.checks")
+        cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"checks": checks})})
         with reading(input, "pairing") as digest:
             summary = run_pair(input, output, cfg, skip_invalid=skip_invalid, progress=digest)
         _finish("pair", output, cfg, digest, summary)
@@ -326,6 +344,7 @@ def eval_(
     backend: str = typer.Option("auto", "--backend", help="auto | vllm | hf | openai"),
     sample_config: Path | None = typer.Option(None, "--sample-config", help="More `sample` settings (TOML/JSON).",
                                               dir_okay=False),
+    check: list[str] = CHECK,
 ) -> None:
     """Degeneration rate (95 % CI) and fidelity of models before/after training, on the same documents."""
     from .evaluate import run_eval
@@ -342,11 +361,15 @@ def eval_(
         flags = ["-n", str(n), "--temperature", str(temperature), "--max-tokens", str(max_tokens),
                  "--seed", str(seed), "--backend", backend]
         flags += ["--config", str(sample_config)] if sample_config else []
-        result = run_eval(docs, model, candidates, output, flags, ScoreConfig())
+        score_cfg = ScoreConfig(checks=_checks(check, None, ()))
+        result = run_eval(docs, model, candidates, output, flags, score_cfg)
+        checks_run = [spec.model_dump(exclude_none=True) for spec in score_cfg.checks]
         write_json(output / "eval.json", result | {"sampling": {"n": n, "temperature": temperature,
-                                                                "max_tokens": max_tokens, "seed": seed}})
+                                                                "max_tokens": max_tokens, "seed": seed},
+                                                   "checks": checks_run})
         meta = write_meta(output / "eval.json", "eval", {"models": model, "candidates": [str(c) for c in candidates],
-                                                         "sample_flags": flags}, [], {"models": len(result["models"])})
+                                                         "sample_flags": flags, "checks": check}, [],
+                          {"models": len(result["models"])})
         show_eval(result, output / "eval.json", meta)
 
 

@@ -48,6 +48,19 @@ class ModelEval:
     loop_onset: list[float] = field(default_factory=list)  # start_char / len(text)
     cer: list[float] = field(default_factory=list)
     kinds: dict[str, int] = field(default_factory=dict)
+    check_counts: dict[str, list[int]] = field(default_factory=dict)  # check name → [failed, checked]
+    failed_any: int = 0  # candidates failing at least one check
+    checked_any: int = 0  # candidates at least one check ran on
+
+    def _add_checks(self, cand) -> None:
+        if not cand.checks:
+            return
+        for result in cand.checks:
+            counts = self.check_counts.setdefault(result.name, [0, 0])
+            counts[0] += not result.passed
+            counts[1] += 1
+        self.checked_any += 1
+        self.failed_any += bool(cand.failed_checks)
 
     def add(self, record: CandidateRecord) -> None:
         self.documents += 1
@@ -69,6 +82,7 @@ class ModelEval:
                     self.loop_onset.append(deg.start_char / len(cand.text))
             if cand.fidelity and "cer" in cand.fidelity:
                 self.cer.append(cand.fidelity["cer"])
+            self._add_checks(cand)
         self.docs_with_loop += looped
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,7 +99,19 @@ class ModelEval:
             "loop_unit_chars_median": _median([float(u) for u in self.loop_unit_chars]),
             "loop_onset_median": _median(self.loop_onset),
             "cer_mean": _mean(self.cer), "cer_median": _median(self.cer),
+            **self._checks_dict(),
         }
+
+    def _checks_dict(self) -> dict[str, Any]:
+        """Failure rate per check (over the candidates it ran on) and of any check, with Wilson intervals."""
+        if not self.check_counts:
+            return {}
+        per_check = {name: {"failed": failed, "checked": checked, "failure_rate": failed / checked,
+                            "failure_ci95": wilson(failed, checked)}
+                     for name, (failed, checked) in self.check_counts.items()}
+        return {"checks": per_check, "failed_any_check": self.failed_any, "checked_candidates": self.checked_any,
+                "failed_any_check_rate": self.failed_any / self.checked_any,
+                "failed_any_check_ci95": wilson(self.failed_any, self.checked_any)}
 
 
 def evaluate_file(path: Path, label: str) -> ModelEval:
@@ -112,6 +138,10 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "degeneration_change": relative(first["degeneration_rate"], row["degeneration_rate"]),
             "docs_with_loop_change": relative(first["docs_with_loop_rate"], row["docs_with_loop_rate"]),
             "cer_change": relative(first["cer_mean"], row["cer_mean"]),
+            **({"check_changes": {name: relative(first["checks"][name]["failure_rate"], check["failure_rate"])
+                                  for name, check in row["checks"].items() if name in first.get("checks", {})},
+                "failed_any_check_change": relative(first["failed_any_check_rate"], row["failed_any_check_rate"])}
+               if "checks" in row and "checks" in first else {}),
         })
     return out
 

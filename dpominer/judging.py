@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Request, SamplingSpec
 from .judge import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
-from .mining import ScoreConfig, Summary, count_record, read_records, score_record
+from .mining import ScoreConfig, Summary, count_record, scored_records
 from .records import CandidateRecord, Document, InputError
 from .sample import SampleConfig, chunks, derive_seed, make_backend, partial_path, recover_partial, render
 
@@ -125,11 +125,9 @@ def run_judged_score(src: Path, dst: Path, score_cfg: ScoreConfig, cfg: JudgeCon
     summary = Summary()
     counts: Counter = Counter(resumed_records=len(done))
     agreement: list[tuple[float, float]] = []
-    todo = (r for r in read_records(src, skip_invalid, summary, None) if r.id not in done)
+    todo = (r for r in scored_records(src, score_cfg, skip_invalid, summary, None) if r.id not in done)
     with partial.open("ab") as out:
         for chunk in chunks(todo, cfg.chunk_size):
-            for record in chunk:
-                score_record(record, score_cfg)
             judge_chunk(chunk, backend, cfg, counts, rescore=score_cfg.rescore)
             for record in chunk:
                 count_record(summary, record)

@@ -8,17 +8,18 @@ seen, for the duplicate check), so memory stays flat in the number of documents.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .checks import CheckError, CheckSpec, compiled, resolve_names, run_checks
 from .degeneration import DetectorConfig, detect
 from .fidelity import FidelityConfig, fidelity
 from .pairing import PairConfig, make_pairs
-from .records import CandidateRecord, atomic_output, dumps, iter_jsonl
+from .records import CandidateRecord, InputError, atomic_output, dumps, iter_jsonl
 
 
 class ScoreConfig(BaseModel):
@@ -26,6 +27,13 @@ class ScoreConfig(BaseModel):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     rescore: bool = Field(False, description="recompute scores that a record already carries")
+    checks: tuple[CheckSpec, ...] = Field((), description="failure checks run on every candidate ([[checks]])")
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_names(cls, checks: tuple[CheckSpec, ...]) -> tuple[CheckSpec, ...]:
+        resolve_names(list(checks))
+        return checks
 
 
 class PairRunConfig(BaseModel):
@@ -52,6 +60,8 @@ class Summary:
     cer_count: int = 0
     skipped_messages: list[str] = field(default_factory=list)
     judge: dict[str, Any] = field(default_factory=dict)  # set by `score --judge`
+    check_failures: Counter = field(default_factory=Counter)  # check name → candidates failing it
+    checked: Counter = field(default_factory=Counter)  # check name → candidates it ran on
 
     @property
     def degeneration_rate(self) -> float:
@@ -72,6 +82,8 @@ class Summary:
             "chosen_source": dict(self.chosen_source),
             "documents_without_pair": dict(self.no_pair),
             **({"judge": self.judge} if self.judge else {}),
+            **({"checks": {name: {"checked": n, "failed": self.check_failures[name]}
+                           for name, n in self.checked.items()}} if self.checked else {}),
         }
 
     def skipped(self, message: str) -> None:
@@ -80,8 +92,36 @@ class Summary:
             self.skipped_messages.append(message)
 
 
+def _document(record: CandidateRecord, user_checks: bool) -> dict[str, Any]:
+    """What a check function is given as ``document``: the record without its candidates."""
+    if user_checks:
+        return record.model_dump(exclude={"candidates"}, exclude_none=True)
+    return {"id": record.id, "reference": record.reference}
+
+
+def check_record(record: CandidateRecord, cfg: ScoreConfig) -> None:
+    """Run the configured checks on every candidate that lacks one of their results (all with rescore);
+    results of checks not configured now are kept. Candidates whose sampling failed are not checked."""
+    checks = compiled(cfg.checks)
+    names = {c.name for c in checks}
+    document = None
+    for cand in record.candidates:
+        if cand.finish_reason == "error":
+            continue
+        have = {r.name for r in cand.checks or ()}
+        if not cfg.rescore and names <= have:
+            continue
+        if document is None:
+            document = _document(record, any(c.user for c in checks))
+        kept = [r for r in cand.checks or () if r.name not in names]
+        cand.checks = kept + run_checks(checks, cand.text, document)
+
+
 def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
-    """Annotate every candidate with ``degeneration`` and, given a reference, ``fidelity``."""
+    """Annotate every candidate with ``degeneration``, ``checks`` (when configured) and, given a
+    reference, ``fidelity``. A user check that raises is a CheckError."""
+    if cfg.checks:
+        check_record(record, cfg)
     for cand in record.candidates:
         if cand.degeneration is None or cfg.rescore:
             cand.degeneration = detect(cand.text, token_ids=cand.token_ids, finish_reason=cand.finish_reason,
@@ -103,6 +143,9 @@ def count_record(summary: Summary, record: CandidateRecord) -> None:
         if cand.fidelity and "cer" in cand.fidelity:
             summary.cer_sum += cand.fidelity["cer"]
             summary.cer_count += 1
+        for result in cand.checks or ():
+            summary.checked[result.name] += 1
+            summary.check_failures[result.name] += not result.passed
 
 
 Progress = Callable[[bytes], None]  # called with each raw input line
@@ -111,6 +154,24 @@ Progress = Callable[[bytes], None]  # called with each raw input line
 def read_records(path: Path, skip_invalid: bool, summary: Summary, progress: Progress | None, check=None):
     return iter_jsonl(path, CandidateRecord, skip_invalid=skip_invalid, on_skip=summary.skipped,
                       on_line=progress, check=check)
+
+
+def scored_records(path: Path, cfg: ScoreConfig, skip_invalid: bool, summary: Summary,
+                   progress: Progress | None, check=None) -> Iterator[CandidateRecord]:
+    """Read and score each record; a user check's failure stops the run as ``path:LINE: check …``."""
+    line = 0
+
+    def on_line(raw: bytes) -> None:
+        nonlocal line
+        line += 1
+        if progress is not None:
+            progress(raw)
+
+    for record in read_records(path, skip_invalid, summary, on_line, check):
+        try:
+            yield score_record(record, cfg)
+        except CheckError as exc:
+            raise InputError(f"{path}:{line}: {exc} (document {record.id!r})") from None
 
 
 class _OneForm:
@@ -131,8 +192,7 @@ def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = Fa
               progress: Progress | None = None) -> Summary:
     summary = Summary()
     with atomic_output(dst) as out:
-        for record in read_records(src, skip_invalid, summary, progress):
-            score_record(record, cfg)
+        for record in scored_records(src, cfg, skip_invalid, summary, progress):
             count_record(summary, record)
             out.write(dumps(record))
     return summary
@@ -142,8 +202,7 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
              progress: Progress | None = None) -> Summary:
     summary = Summary()
     with atomic_output(dst) as out:
-        for record in read_records(src, skip_invalid, summary, progress, check=_OneForm()):
-            score_record(record, cfg.score)
+        for record in scored_records(src, cfg.score, skip_invalid, summary, progress, check=_OneForm()):
             count_record(summary, record)
             outcome = make_pairs(record, cfg.policy)
             if outcome.no_pair_reason:

@@ -5,7 +5,8 @@ Default policy (``PairConfig``):
 * **chosen** — the best clean candidate (lowest CER; without a reference the best judge score, or a
   clean candidate that stopped on its own), or the reference when no candidate is clean and good
   enough (``chosen_from="auto"``). ``candidates`` never uses the reference, ``reference`` always does.
-* **rejected** — degenerate candidates first, most severe first; then candidates clearly worse than
+* **rejected** — degenerate candidates first, most severe first; then candidates that fail a check
+  (``score --check``; most failed checks first), never chosen; then candidates clearly worse than
   the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge (``score_by``), a judge
   score lower by at least ``min_judge_margin``. Suspect candidates are never chosen and only rejected
   as worse; candidates whose judging failed are neither chosen nor rejected as worse. Near-duplicates
@@ -72,6 +73,8 @@ def _scores(cand: Candidate) -> dict[str, Any]:
     if deg is not None and deg.verdict != "clean":
         out.update(kind=deg.kind, severity=deg.severity, start_char=deg.start_char, copies=deg.copies,
                    unit_len=len(deg.unit) if deg.unit else None)
+    if cand.failed_checks:
+        out["failed_checks"] = cand.failed_checks
     if cand.fidelity:
         out["fidelity"] = cand.fidelity
     if _judge_score(cand) is not None:
@@ -80,8 +83,11 @@ def _scores(cand: Candidate) -> dict[str, Any]:
 
 
 def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
-    """Best clean candidate and None, or None and why none qualifies."""
+    """Best clean candidate that passes every check and None, or None and why none qualifies."""
     clean = [c for c in record.candidates if _verdict(c) == "clean" and c.finish_reason != "error" and c.text.strip()]
+    if clean and all(c.failed_checks for c in clean):
+        return None, "no_candidate_passing_checks"
+    clean = [c for c in clean if not c.failed_checks]
     if mode == "fidelity":
         if record.reference is None:
             return None, "no_reference"
@@ -106,13 +112,18 @@ def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_ce
     degenerate = sorted((c for c in record.candidates if _verdict(c) == "degenerate"),
                         key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
     ordered = [(c, "rejected_degenerate") for c in degenerate]
+    # A failed check outranks any fidelity or judge comparison; the rest are compared on scores.
+    failing = sorted((c for c in record.candidates if _verdict(c) != "degenerate" and c.failed_checks),
+                     key=lambda c: (-len(c.failed_checks), c.index))
+    ordered += [(c, "rejected_failed_check") for c in failing]
+    rest = [c for c in record.candidates if _verdict(c) != "degenerate" and not c.failed_checks]
     if cfg.reject_worse and mode == "fidelity" and chosen_cer is not None:
-        worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _cer(c) is not None
+        worse = [c for c in rest if _cer(c) is not None
                  and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_fidelity") for c in sorted(worse, key=lambda c: (-_cer(c), c.index))]
     top = _judge_score(chosen) if chosen is not None else None
     if cfg.reject_worse and mode == "judge" and top is not None:
-        worse = [c for c in record.candidates if _verdict(c) != "degenerate" and _judge_score(c) is not None
+        worse = [c for c in rest if _judge_score(c) is not None
                  and _judge_score(c) <= top - cfg.min_judge_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_judge") for c in sorted(worse, key=lambda c: (_judge_score(c), c.index))]
     return ordered

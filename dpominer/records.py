@@ -79,6 +79,15 @@ class Degeneration(BaseModel):
     copies: float | None = None
 
 
+class CheckResult(BaseModel):
+    """One failure check's verdict on a candidate (``dpominer score --check``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    passed: bool
+    why: str | None = None
+
+
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="allow")
     index: int
@@ -91,6 +100,11 @@ class Candidate(BaseModel):
     degeneration: Degeneration | None = None
     fidelity: dict[str, float] | None = None
     judge: dict[str, Any] | None = None
+    checks: list[CheckResult] | None = None
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [c.name for c in self.checks or () if not c.passed]
 
 
 class CandidateRecord(_Prompted):

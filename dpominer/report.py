@@ -104,6 +104,35 @@ def _plot_degeneration(ax, runs: Runs) -> int:
     return len(labels)
 
 
+def _plot_checks(ax, runs: Runs) -> int:
+    """Grouped bars: per check (and degeneration, for scale), one bar per model, with 95 % intervals."""
+    models = [row for _, data in runs.evals for row in data["models"] if row.get("checks")]
+    names = list(dict.fromkeys(name for row in models for name in row["checks"]))
+    if not names:
+        return 0
+    groups = ["degenerate", *names]
+    width = 0.8 / len(models)
+    for i, row in enumerate(models):
+        rates, errs = [], ([], [])
+        for name in groups:
+            if name == "degenerate":
+                rate, (lo, hi) = row["degeneration_rate"], row["degeneration_ci95"]
+            elif name in row["checks"]:
+                rate, (lo, hi) = row["checks"][name]["failure_rate"], row["checks"][name]["failure_ci95"]
+            else:
+                rate = lo = hi = float("nan")
+            rates.append(rate)
+            errs[0].append(rate - lo)
+            errs[1].append(hi - rate)
+        ax.bar([g + (i - (len(models) - 1) / 2) * width for g in range(len(groups))], rates, width,
+               yerr=[errs[0], errs[1]], capsize=3, label=row["label"])
+    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("candidates failing (95 % CI)")
+    ax.set_title("Failure rate per check per model")
+    ax.legend(fontsize=7)
+    return len(models) * len(groups)
+
+
 def _side_cer(pairs: list[dict[str, Any]], side: str) -> list[float]:
     values = [(p.get(f"{side}_scores") or {}).get("fidelity", {}).get("cer") for p in pairs]
     return [v for v in values if v is not None]
@@ -268,6 +297,7 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
             plots.append((name, title, png, points))
 
     add("degeneration_rate", "Degeneration rate per model", lambda ax: _plot_degeneration(ax, runs))
+    add("check_failures", "Failure rate per check per model", lambda ax: _plot_checks(ax, runs))
     add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: _plot_cer(ax, runs))
     add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), cols=2)
     add("pairs_by_reason", "Pairs by reason", lambda ax: _plot_reasons(ax, runs))

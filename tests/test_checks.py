@@ -1,0 +1,297 @@
+"""Failure checks (`score --check`): built-ins, user functions, entry points, pairing, eval, bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import LOOP, PASSAGE, candidate_record, read_jsonl, write_jsonl
+from typer.testing import CliRunner
+
+from dpominer.checks import CheckSpec, compiled, parse_json, parse_specs, run_checks
+from dpominer.cli import app
+from dpominer.mining import ScoreConfig, score_record
+from dpominer.pairing import PairConfig, make_pairs
+from dpominer.records import CandidateRecord, InputError
+
+runner = CliRunner()
+SCHEMA = {"type": "object", "required": ["name", "version"], "additionalProperties": False,
+          "properties": {"name": {"type": "string"}, "version": {"type": "string", "pattern": "^[0-9]"},
+                         "depends": {"type": "array", "items": {"type": "string"}}}}
+GOOD = '{"name": "zlib", "version": "1.3", "depends": ["libc6"]}'
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def check(spec: str, text: str, reference: str | None = "ref") -> tuple[bool, str | None] | None:
+    results = run_checks(compiled((CheckSpec(spec=spec),)), text, {"reference": reference})
+    return (results[0].passed, results[0].why) if results else None
+
+
+@pytest.fixture
+def schema(tmp_path) -> Path:
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(SCHEMA))
+    return path
+
+
+def test_json_accepts_the_whole_output_or_a_fenced_block_and_says_why_not():
+    assert parse_json(GOOD)[0]["name"] == "zlib"
+    assert parse_json(f"Here it is:\n```JSON\n{GOOD}\n```\nDone.")[0]["version"] == "1.3"
+    assert parse_json('```json\n{"a": 1}\n```\n```json\n{"b": 2}\n```')[0] == {"a": 1}  # the first block
+    assert parse_json(f"```json\n{GOOD[:20]}")[1] == "the ```json block is not closed"  # cut off at max_tokens
+    assert parse_json('{"a": NaN}')[1].endswith("NaN is not JSON")  # strict: Python's json would take it
+    assert parse_json("   ")[1] == "empty output"
+    why = parse_json('{"name": "zlib",, }')[1]
+    assert why.startswith("not JSON and no ```json block: Expecting property name") and "char 16" in why
+    assert parse_json('```json\n{"a": }\n```')[1].startswith("```json block is not JSON: Expecting value")
+    assert check("json", "[1, 2]") == (True, None) and check("json", "plain prose")[0] is False
+
+
+def test_json_schema_why_names_the_first_failing_path_and_rule(schema):
+    spec = f"json-schema:{schema}"
+    assert check(spec, GOOD) == (True, None)
+    assert check(spec, '{"name": "zlib"}') == (False, "$: required — 'version' is a required property")
+    assert check(spec, '{"name": "z", "version": "v1"}') == (False, "$.version: pattern — 'v1' does not match '^[0-9]'")
+    assert check(spec, '{"name": "z", "version": "1", "depends": ["a", 2]}') == (
+        False, "$.depends[1]: type — 2 is not of type 'string'")
+    assert check(spec, "no json here")[1].startswith("not JSON")
+    long_why = check(spec, json.dumps(["x" * 4000]))[1]  # the message quotes the instance: kept short
+    assert long_why.startswith("$: type — ") and len(long_why) < 200
+
+
+def test_regex_and_length_checks():
+    assert check("regex-forbid:(?i)lorem ipsum", "Some Lorem Ipsum text") == (
+        False, "forbidden /(?i)lorem ipsum/ at char 5: 'Lorem Ipsum'")
+    assert check("regex-forbid:import pickle", "import json") == (True, None)
+    assert check("regex-require:^\\{", '{"a": 1}') == (True, None)
+    assert check("regex-require:^\\{", 'x {"a": 1}') == (False, "required /^\\{/ not found")
+    assert check("max-length-ratio:1.5", "x" * 15, "y" * 10) == (True, None)
+    assert check("max-length-ratio:1.5", "x" * 16, "y" * 10) == (False, "16 chars > 1.5 × the reference's 10")
+    assert check("max-length-ratio:1.5", "x" * 16, None) is None  # no reference: not applied, not counted
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("jsn", "unknown check 'jsn' (built-ins: json, json-schema:FILE"),
+    ("json-schema", "'json-schema' needs an argument: json-schema:FILE"),
+    ("regex-forbid:(unclosed", "regex-forbid: bad pattern '(unclosed'"),
+    ("max-length-ratio:-2", "the ratio must be a positive number"),
+    ("max-length-ratio:two", "'two' is not a number"),
+    ("py:onlymodule", "expected py:MODULE:FUNCTION"),
+    ("json:x", "'json' takes no argument"),
+])
+def test_bad_specs_are_one_line_naming_the_flag(spec, message, tmp_path):
+    out = tmp_path / "scored.jsonl"
+    cands = write_jsonl(tmp_path / "c.jsonl", [candidate_record("a", [(GOOD, "stop")])])
+    result = run("score", cands, "-o", out, "--check", spec)
+    assert result.exit_code == 1 and result.output.startswith("error: --check") and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_unreadable_schema_and_unimportable_targets_stop_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cands = write_jsonl(tmp_path / "c.jsonl", [candidate_record("a", [(GOOD, "stop")])])
+    (tmp_path / "bad_schema.json").write_text('{"type": "objekt"}')
+    (tmp_path / "notjson.json").write_text("{")
+    (tmp_path / "chk_not_callable.py").write_text("VALUE = 3\n")
+    (tmp_path / "chk_raises.py").write_text("raise RuntimeError('broken at import')\n")
+    cases = {"json-schema:missing.json": "cannot read schema missing.json: No such file or directory",
+             "json-schema:notjson.json": "schema notjson.json is not JSON",
+             "json-schema:bad_schema.json": "is not a valid JSON Schema",
+             "py:no_such_module_xyz:f": "cannot import no_such_module_xyz: ModuleNotFoundError",
+             "py:chk_raises:f": "cannot import chk_raises: RuntimeError: broken at import",
+             "py:chk_not_callable:VALUE": "chk_not_callable:VALUE is not callable (a int)",
+             "py:chk_not_callable:missing": "chk_not_callable has no attribute 'missing'"}
+    for spec, message in cases.items():
+        result = run("score", cands, "-o", tmp_path / "out.jsonl", "--check", "json", "--check", spec)
+        assert result.exit_code == 1, spec
+        assert result.output.startswith(f"error: --check: {spec}: ") and message in result.output, result.output
+        assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_score_adds_checks_to_every_candidate_and_counts_failures(schema, tmp_path):
+    cands = write_jsonl(tmp_path / "c.jsonl", [
+        candidate_record("a", [(GOOD, "stop"), ('{"name": "zlib"}', "stop"), ("", "error")], reference=GOOD),
+        candidate_record("b", [("not json", "stop")], reference=None)])
+    out = tmp_path / "scored.jsonl"
+    result = run("score", cands, "-o", out, "--check", f"json-schema:{schema}", "--check", "max-length-ratio:2")
+    assert result.exit_code == 0, result.output
+    a, b = read_jsonl(out)
+    assert a["candidates"][0]["checks"] == [{"name": "json-schema", "passed": True},
+                                            {"name": "max-length-ratio", "passed": True}]
+    assert a["candidates"][1]["checks"][0] == {"name": "json-schema", "passed": False,
+                                               "why": "$: required — 'version' is a required property"}
+    assert "checks" not in a["candidates"][2]  # sampling failed: nothing to check
+    assert [c["name"] for c in b["candidates"][0]["checks"]] == ["json-schema"]  # no reference, no length check
+    summary = json.loads((tmp_path / "scored.jsonl.meta.json").read_text())["summary"]
+    assert summary["checks"] == {"json-schema": {"checked": 3, "failed": 2}, "max-length-ratio": {"checked": 2,
+                                                                                                  "failed": 0}}
+    assert "failed check json-schema" in result.output
+
+
+def test_config_file_checks_and_flags_replace_them(schema, tmp_path):
+    cands = write_jsonl(tmp_path / "c.jsonl", [candidate_record("a", [("TODO: fill in", "stop")])])
+    config = tmp_path / "run.toml"
+    config.write_text(f'[[checks]]\nspec = "json-schema:{schema}"\n\n[[checks]]\nspec = "regex-forbid:TODO"\n'
+                      'name = "no-todo"\n')
+    assert run("score", cands, "-o", tmp_path / "s.jsonl", "--config", config).exit_code == 0
+    assert [c["name"] for c in read_jsonl(tmp_path / "s.jsonl")[0]["candidates"][0]["checks"]] == [
+        "json-schema", "no-todo"]
+    assert run("score", cands, "-o", tmp_path / "t.jsonl", "--config", config, "--check", "json").exit_code == 0
+    assert [c["name"] for c in read_jsonl(tmp_path / "t.jsonl")[0]["candidates"][0]["checks"]] == ["json"]
+    config.write_text('[[checks]]\nspec = "json-schema:gone.json"\n')
+    result = run("score", cands, "-o", tmp_path / "u.jsonl", "--config", config)
+    assert result.exit_code == 1 and f"error: {config}: checks: json-schema:gone.json: cannot read" in result.output
+
+
+def test_two_checks_of_one_kind_are_named_by_their_spec():
+    specs = parse_specs(["regex-forbid:TODO", "regex-forbid:FIXME", "json"])
+    assert [c.name for c in compiled(tuple(specs))] == ["regex-forbid:TODO", "regex-forbid:FIXME", "json"]
+    with pytest.raises(InputError, match="two checks named 'json'"):
+        parse_specs(["json", "json"])
+
+
+def _module(tmp_path: Path, name: str, body: str) -> str:
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+    return name
+
+
+def test_py_check_is_imported_once_gets_the_document_and_its_errors_name_the_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `py:MODULE:FUNCTION` finds modules in the working folder
+    name = _module(tmp_path, "chk_user_once", """
+        from pathlib import Path
+        with Path("imports.log").open("a") as f:
+            f.write("imported\\n")
+
+        def no_insecure(text, document):
+            if document["id"] == "explode":
+                raise KeyError("boom")
+            if "import pickle" in text:
+                return "imports pickle (" + document["meta"]["lang"] + ")"
+            return None
+
+        def wrong_type(text, document):
+            return 3
+    """)
+    rows = [candidate_record(f"d{i}", [("import json", "stop"), ("import pickle", "stop")], reference=None)
+            for i in range(3)]
+    for row in rows:
+        row["meta"] = {"lang": "python"}
+    cands = write_jsonl(tmp_path / "c.jsonl", rows)
+    result = run("score", cands, "-o", tmp_path / "s.jsonl", "--check", f"py:{name}:no_insecure")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "imports.log").read_text() == "imported\n"  # once, though called six times
+    checks = [c["checks"][0] for r in read_jsonl(tmp_path / "s.jsonl") for c in r["candidates"]]
+    assert checks[:2] == [{"name": f"py:{name}:no_insecure", "passed": True},
+                          {"name": f"py:{name}:no_insecure", "passed": False, "why": "imports pickle (python)"}]
+
+    rows.insert(1, candidate_record("explode", [("x", "stop")], reference=None))
+    cands = write_jsonl(tmp_path / "c2.jsonl", ["", *rows])  # a blank first line: the record is on line 3
+    result = run("score", cands, "-o", tmp_path / "s2.jsonl", "--check", f"py:{name}:no_insecure")
+    assert result.exit_code == 1 and not (tmp_path / "s2.jsonl").exists()
+    assert result.output.strip() == (f"error: {cands}:3: check py:{name}:no_insecure: KeyError: 'boom' "
+                                     "(document 'explode')")
+    result = run("score", cands, "-o", tmp_path / "s3.jsonl", "--check", f"py:{name}:wrong_type")
+    assert result.exit_code == 1 and ":2: check" in result.output and "returned int; expected None" in result.output
+
+
+def test_entry_point_checks_with_and_without_an_argument(tmp_path, monkeypatch):
+    _module(tmp_path, "chk_plugin_pkg", """
+        def has_license(text, document):
+            return None if "SPDX" in text else "no SPDX line"
+
+        def max_words(limit):
+            limit = int(limit)
+            return lambda text, document: None if len(text.split()) <= limit else f"over {limit} words"
+    """)
+    info = tmp_path / "chk_plugin_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: chk-plugin-pkg\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[dpominer.checks]\nspdx = chk_plugin_pkg:has_license\n"
+                                           "max-words = chk_plugin_pkg:max_words\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    checks = compiled(tuple(parse_specs(["spdx", "max-words:3"])))
+    results = run_checks(checks, "one two three four", {})
+    assert [(r.name, r.passed, r.why) for r in results] == [("spdx", False, "no SPDX line"),
+                                                            ("max-words", False, "over 3 words")]
+    with pytest.raises(ValueError, match=r"unknown check 'spdy' .*entry points \(dpominer.checks\): max-words, spdx"):
+        compiled(tuple(parse_specs(["spdy"])))
+
+
+def test_specs_are_plain_data_that_pickle_to_worker_processes(schema):
+    import multiprocessing
+
+    cfg = ScoreConfig(checks=parse_specs(["json", f"json-schema:{schema}"]))
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    record = CandidateRecord.model_validate(candidate_record("a", [(GOOD, "stop"), ("{}", "stop")], reference=None))
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # a fresh interpreter builds its own checks
+        scored = pool.apply(score_record, (record, cfg))
+    assert [c.failed_checks for c in scored.candidates] == [[], ["json-schema"]]
+
+
+def _scored(texts, reference, specs) -> CandidateRecord:
+    record = CandidateRecord.model_validate(candidate_record("doc", texts, reference))
+    return score_record(record, ScoreConfig(checks=parse_specs(specs)))
+
+
+def test_pair_never_chooses_a_failing_candidate_and_rejects_it_after_loops():
+    near = PASSAGE.replace("bytes", "bites", 1)
+    worse = PASSAGE[: len(PASSAGE) // 2]
+    texts = [(PASSAGE + " TODO", "stop"), (LOOP, "length"), (near, "stop"), (worse, "stop")]
+    record = _scored(texts, PASSAGE, ["regex-forbid:TODO"])
+    outcome = make_pairs(record, PairConfig())
+    # the exact copy fails the check, so the near copy is chosen; order: loop, failed check, worse fidelity
+    assert [(p.reason, p.rejected_index) for p in outcome.pairs] == [
+        ("rejected_degenerate", 1), ("rejected_failed_check", 0), ("rejected_worse_fidelity", 3)]
+    assert {p.chosen_index for p in outcome.pairs} == {2}
+    assert outcome.pairs[1].rejected_scores["failed_checks"] == ["regex-forbid"]
+    assert "failed_checks" not in outcome.pairs[0].rejected_scores
+    assert "failed_checks" not in outcome.pairs[0].chosen_scores
+
+
+def test_failing_candidates_are_rejected_against_the_reference_or_left_unpaired():
+    record = _scored([(PASSAGE + " TODO", "stop"), (PASSAGE + " FIXME TODO", "stop")], PASSAGE,
+                     ["regex-forbid:TODO", "regex-forbid:FIXME"])
+    pairs = make_pairs(record, PairConfig(dedup_threshold=100)).pairs
+    assert [(p.chosen_source, p.reason, p.rejected_index) for p in pairs] == [
+        ("reference", "rejected_failed_check", 1), ("reference", "rejected_failed_check", 0)]  # most failures first
+    assert pairs[0].rejected_scores["failed_checks"] == ["regex-forbid:TODO", "regex-forbid:FIXME"]
+    only_candidates = make_pairs(record, PairConfig(chosen_from="candidates"))
+    assert (only_candidates.pairs, only_candidates.no_pair_reason) == ([], "no_candidate_passing_checks")
+    # without a reference, a passing candidate that stopped is chosen against the failing one
+    free = _scored([('{"a": 1', "length"), ('{"a": 1}', "stop")], None, ["json"])
+    [pair] = make_pairs(free, PairConfig()).pairs
+    assert (pair.chosen, pair.rejected, pair.reason) == ('{"a": 1}', '{"a": 1', "rejected_failed_check")
+
+
+def test_eval_reports_failure_rate_per_check_with_intervals_and_report_plots_it(schema, tmp_path):
+    from dpominer.evaluate import wilson
+
+    before = write_jsonl(tmp_path / "before.jsonl", [
+        candidate_record("a", [("no json", "stop"), ('{"name": "x"}', "stop")], reference=None),
+        candidate_record("b", [(LOOP, "length"), (GOOD, "stop")], reference=None)])
+    after = write_jsonl(tmp_path / "after.jsonl", [
+        candidate_record("a", [(GOOD, "stop"), ('{"name": "x"}', "stop")], reference=None),
+        candidate_record("b", [(GOOD, "stop"), (GOOD, "stop")], reference=None)])
+    out = tmp_path / "eval"
+    result = run("eval", "-o", out, "--candidates", before, "--candidates", after, "--check", "json",
+                 "--check", f"json-schema:{schema}")
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "eval.json").read_text())
+    first, second = data["models"]
+    assert first["checks"]["json"] == {"failed": 2, "checked": 4, "failure_rate": 0.5,
+                                       "failure_ci95": pytest.approx(list(wilson(2, 4)))}
+    assert first["checks"]["json-schema"]["failure_rate"] == 0.75 and second["checks"]["json-schema"]["failed"] == 1
+    assert data["changes"][1]["check_changes"] == {"json": -1.0, "json-schema": pytest.approx(-2 / 3)}
+    assert first["failed_any_check_rate"] == 0.75 and data["checks"][0] == {"spec": "json"}
+    assert "failure checks" in result.output and "json-schema" in result.output
+
+    page = tmp_path / "report.html"
+    result = run("report", out, "-o", page)
+    assert result.exit_code == 0, result.output
+    assert 'alt="Failure rate per check per model" data-points="6"' in page.read_text()  # 2 models × (loops + 2)
