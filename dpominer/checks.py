@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .records import CheckResult, InputError
+from .schema_fast import compile_schema
 
 CheckFn = Callable[[str, dict[str, Any]], "str | None"]
 BUILTINS = ("json", "json-schema", "regex-forbid", "regex-require", "max-length-ratio", "py")
@@ -116,16 +117,19 @@ class CheckError(Exception):
 
 # --------------------------------------------------------------------------------------------- built-ins
 
-FENCE = re.compile(r"```[ \t]*json[^\n]*\n(.*?)(```|\Z)", re.IGNORECASE | re.DOTALL)
+FENCE_OPEN = re.compile(r"```[ \t]*json[^\n]*\n", re.IGNORECASE)
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _loads(body: str) -> tuple[Any, str | None]:
     try:
-        return json.loads(body, parse_constant=_reject_constant), None
+        return _DECODER.decode(body), None
     except ValueError as exc:  # JSONDecodeError is a ValueError
         return None, str(exc)
 
@@ -138,12 +142,13 @@ def parse_json(text: str) -> tuple[Any, str | None]:
     value, error = _loads(text)
     if error is None:
         return value, None
-    match = FENCE.search(text)
-    if match is None:
+    opening = FENCE_OPEN.search(text)
+    if opening is None:
         return None, _short(f"not JSON and no ```json block: {error}", 300)
-    if match.group(2) != "```":
+    end = text.find("```", opening.end())
+    if end < 0:
         return None, "the ```json block is not closed"
-    value, block_error = _loads(match.group(1))
+    value, block_error = _loads(text[opening.end():end])
     return (value, None) if block_error is None else (None, _short(f"```json block is not JSON: {block_error}", 300))
 
 
@@ -170,17 +175,32 @@ def _schema_check(path: str) -> CheckFn:
     except jsonschema.SchemaError as exc:
         raise ValueError(f"schema {path} is not a valid JSON Schema: {_short(exc.message)}") from None
     validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+    fast = compile_schema(schema)  # the common keywords, compiled: a quick verdict and where it fails
 
     def check(text: str, document: dict[str, Any]) -> str | None:
         value, why = parse_json(text)
         if why is not None:
             return why
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        prefix: tuple = ()
+        judge, instance = validator, value
+        if fast is not None:
+            found = fast.locate(value)
+            if found is None:
+                return None
+            # jsonschema, the validator of record, explains the failing node only (not the whole output)
+            prefix, subschema, instance = found
+            judge = validator.evolve(schema=subschema)
+        error = next(judge.iter_errors(instance), None)  # the first, lazily: later ones cost time unread
         if error is None:
             return None
-        return f"{error.json_path}: {error.validator} — {_short(error.message)}"
+        return f"{_json_path((*prefix, *error.absolute_path))}: {error.validator} — {_short(error.message)}"
 
     return check
+
+
+def _json_path(parts: tuple) -> str:
+    """JSONPath as jsonschema writes it: $.key[0].other."""
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
 def _regex_check(kind: str, pattern: str) -> CheckFn:

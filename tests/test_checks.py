@@ -295,3 +295,64 @@ def test_eval_reports_failure_rate_per_check_with_intervals_and_report_plots_it(
     result = run("report", out, "-o", page)
     assert result.exit_code == 0, result.output
     assert 'alt="Failure rate per check per model" data-points="6"' in page.read_text()  # 2 models × (loops + 2)
+
+
+def _mutations(seed: int, count: int):
+    """Valid instances of the example schema, each with one random edit somewhere (or none)."""
+    import random
+
+    rng = random.Random(seed)
+    odd = [None, True, 0, 1.0, 1.5, -3, "", "Bad Name", "zlib", [], ["a", "a"], {}, {"name": "x"}, "1.0-2"]
+    for _ in range(count):
+        value = {"package": "zlib1g", "version": "1:1.3-2", "architecture": "all", "section": "libs",
+                 "maintainer": {"name": "Jo", "email": "jo@d.org"}, "installed_size_kb": 7,
+                 "depends": ["libc6", "libz"], "summary": "s"}
+        node, key = value, rng.choice([*value, "extra"])
+        if isinstance(value.get(key), (dict, list)) and value[key] and rng.random() < 0.6:
+            node = value[key]
+            key = rng.randrange(len(node) + 1) if isinstance(node, list) else rng.choice([*node, "x"])
+        roll = rng.random()
+        if roll < 0.2 and isinstance(node, dict):
+            node.pop(key, None)
+        elif roll < 0.9:
+            if isinstance(node, list):
+                node.insert(min(key, len(node)), rng.choice(odd))
+            else:
+                node[key] = rng.choice(odd)
+        yield value
+
+
+def test_fast_schema_verdicts_agree_with_jsonschema_and_its_why_is_a_jsonschema_error():
+    import jsonschema
+
+    from dpominer.schema_fast import compile_schema
+
+    schema = Path(__file__).parents[1] / "examples" / "structured" / "schema.json"
+    document = json.loads(schema.read_text())
+    fast, reference = compile_schema(document), jsonschema.Draft202012Validator(document)
+    [schema_check] = compiled((CheckSpec(spec=f"json-schema:{schema}"),))
+    verdicts = []
+    for value in _mutations(0, 400):
+        valid = reference.is_valid(value)
+        assert fast.is_valid(value) == valid, value
+        verdicts.append(valid)
+        why = schema_check.fn(json.dumps(value), {})
+        assert (why is None) == valid
+        if why is not None:  # the path and rule named are among the errors jsonschema itself reports
+            path, _, rest = why.partition(": ")
+            assert (path, rest.split(" — ")[0]) in {(e.json_path, e.validator) for e in reference.iter_errors(value)}
+    assert 20 < sum(verdicts) < 380  # both outcomes exercised
+
+
+def test_schemas_outside_the_fast_subset_are_validated_by_jsonschema_alone(tmp_path):
+    from dpominer.schema_fast import compile_schema
+
+    refs = {"$defs": {"name": {"type": "string"}}, "type": "object", "properties": {"n": {"$ref": "#/$defs/name"}}}
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+              "properties": {"n": {"type": "integer", "format": "email"}}}
+    assert compile_schema(refs) is None and compile_schema(draft7) is None
+    assert compile_schema({"type": "object", "properties": {"a": {"enum": [1, 2]}}}) is None
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps(refs))
+    assert check(f"json-schema:{path}", '{"n": 3}') == (False, "$.n: type — 3 is not of type 'string'")
+    assert check(f"json-schema:{path}", '{"n": "x"}') == (True, None)
