@@ -265,17 +265,24 @@ def _examples(pairs: list[dict[str, Any]], count: int) -> str:
             "<table><tr><th>id</th><th>chosen</th><th>rejected</th></tr>" + "".join(rows) + "</table>")
 
 
+def _rate_cell(rate: float, ci: list[float]) -> str:
+    return f"{rate:.1%} ({ci[0]:.1%}–{ci[1]:.1%})"
+
+
 def _eval_table(runs: Runs) -> str:
     out = []
     for label, data in runs.evals:
+        names = list(dict.fromkeys(n for m in data["models"] for n in m.get("checks", {})))
+        heads = "".join(f"<th>fails {html.escape(n)} (95 % CI)</th>" for n in names)
         rows = "".join(
-            f"<tr><td>{html.escape(m['label'])}</td><td>{m['degeneration_rate']:.1%} "
-            f"({m['degeneration_ci95'][0]:.1%}–{m['degeneration_ci95'][1]:.1%})</td>"
-            f"<td>{'' if c['degeneration_change'] is None else format(c['degeneration_change'], '+.0%')}</td>"
-            f"<td>{'–' if m['cer_mean'] is None else format(m['cer_mean'], '.3f')}</td></tr>"
+            f"<tr><td>{html.escape(m['label'])}</td><td>{_rate_cell(m['degeneration_rate'], m['degeneration_ci95'])}"
+            f"</td><td>{'' if c['degeneration_change'] is None else format(c['degeneration_change'], '+.0%')}</td>"
+            + "".join(f"<td>{_rate_cell(m['checks'][n]['failure_rate'], m['checks'][n]['failure_ci95'])}</td>"
+                      if n in m.get("checks", {}) else "<td>–</td>" for n in names)
+            + f"<td>{'–' if m['cer_mean'] is None else format(m['cer_mean'], '.3f')}</td></tr>"
             for m, c in zip(data["models"], data["changes"], strict=True))
         out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr><th>model</th><th>degeneration (95 % CI)"
-                   f"</th><th>change vs first</th><th>mean CER</th></tr>{rows}</table>")
+                   f"</th><th>change vs first</th>{heads}<th>mean CER</th></tr>{rows}</table>")
     return "".join(out)
 
 

@@ -294,7 +294,9 @@ def test_eval_reports_failure_rate_per_check_with_intervals_and_report_plots_it(
     page = tmp_path / "report.html"
     result = run("report", out, "-o", page)
     assert result.exit_code == 0, result.output
-    assert 'alt="Failure rate per check per model" data-points="6"' in page.read_text()  # 2 models × (loops + 2)
+    html = page.read_text()
+    assert 'alt="Failure rate per check per model" data-points="6"' in html  # 2 models × (loops + 2)
+    assert "<th>fails json-schema (95 % CI)</th>" in html and "<td>75.0% (" in html
 
 
 def _mutations(seed: int, count: int):
