@@ -132,6 +132,8 @@ def _loads(body: str) -> tuple[Any, str | None]:
         return _DECODER.decode(body), None
     except ValueError as exc:  # JSONDecodeError is a ValueError
         return None, str(exc)
+    except RecursionError:
+        return None, "nested too deeply to parse"
 
 
 def parse_json(text: str) -> tuple[Any, str | None]:
@@ -164,7 +166,7 @@ def _schema_check(path: str) -> CheckFn:
     import jsonschema
 
     try:
-        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+        schema = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise ValueError(f"cannot read schema {path}: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -181,6 +183,12 @@ def _schema_check(path: str) -> CheckFn:
         value, why = parse_json(text)
         if why is not None:
             return why
+        try:
+            return _explain(value)
+        except RecursionError:  # a value nested hundreds deep, as json.loads allows
+            return "nested too deeply to validate"
+
+    def _explain(value: Any) -> str | None:
         prefix: tuple = ()
         judge, instance = validator, value
         if fast is not None:

@@ -51,6 +51,8 @@ def test_json_accepts_the_whole_output_or_a_fenced_block_and_says_why_not():
     assert why.startswith("not JSON and no ```json block: Expecting property name") and "char 16" in why
     assert parse_json('```json\n{"a": }\n```')[1].startswith("```json block is not JSON: Expecting value")
     assert check("json", "[1, 2]") == (True, None) and check("json", "plain prose")[0] is False
+    assert parse_json("[" * 100_000 + "]" * 100_000)[1].endswith("nested too deeply to parse")  # not a crash
+    assert parse_json("「抽出」")[1].startswith("not JSON") and parse_json('{"名前": "値"}')[0] == {"名前": "値"}
 
 
 def test_json_schema_why_names_the_first_failing_path_and_rule(schema):
@@ -61,6 +63,8 @@ def test_json_schema_why_names_the_first_failing_path_and_rule(schema):
     assert check(spec, '{"name": "z", "version": "1", "depends": ["a", 2]}') == (
         False, "$.depends[1]: type — 2 is not of type 'string'")
     assert check(spec, "no json here")[1].startswith("not JSON")
+    deep = '{"name": "z", "version": "1", "depends": ' + "[" * 900 + "]" * 900 + "}"
+    assert check(spec, deep)[0] is False  # 900 levels parse; validating them is a failure, not a crash
     long_why = check(spec, json.dumps(["x" * 4000]))[1]  # the message quotes the instance: kept short
     assert long_why.startswith("$: type — ") and len(long_why) < 200
 
