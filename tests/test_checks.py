@@ -63,8 +63,9 @@ def test_json_schema_why_names_the_first_failing_path_and_rule(schema):
     assert check(spec, '{"name": "z", "version": "1", "depends": ["a", 2]}') == (
         False, "$.depends[1]: type — 2 is not of type 'string'")
     assert check(spec, "no json here")[1].startswith("not JSON")
-    deep = '{"name": "z", "version": "1", "depends": ' + "[" * 900 + "]" * 900 + "}"
-    assert check(spec, deep)[0] is False  # 900 levels parse; validating them is a failure, not a crash
+    deep = '{"name": "z", "version": "1", "depends": [' + "[" * 900 + "]" * 900 + "]}"
+    passed, why = check(spec, deep)  # 900 levels parse; the failure is reported, short, not a crash
+    assert not passed and why.startswith("$.depends[0]: type — [[[[") and len(why) < 200
     long_why = check(spec, json.dumps(["x" * 4000]))[1]  # the message quotes the instance: kept short
     assert long_why.startswith("$: type — ") and len(long_why) < 200
 
@@ -303,12 +304,29 @@ def test_eval_reports_failure_rate_per_check_with_intervals_and_report_plots_it(
     assert "<th>fails json-schema (95 % CI)</th>" in html and "<td>75.0% (" in html
 
 
+PARITY_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "required": ["package", "version", "architecture", "maintainer", "section", "installed_size_kb", "depends"],
+    "properties": {
+        "package": {"type": "string", "pattern": "^[a-z0-9][a-z0-9+.-]+$"},
+        "version": {"type": "string", "pattern": "^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$"},
+        "architecture": {"type": ["string", "null"], "maxLength": 8},
+        "maintainer": {"type": "object", "required": ["name", "email"], "additionalProperties": False,
+                       "properties": {"name": {"type": "string", "minLength": 1},
+                                      "email": {"type": "string", "pattern": "^[^@\\s]+@[^@\\s]+$"}}},
+        "section": {"type": "string"}, "summary": True,
+        "installed_size_kb": {"type": "integer", "minimum": 0, "exclusiveMaximum": 10**6},
+        "depends": {"type": "array", "minItems": 1, "maxItems": 4, "uniqueItems": True,
+                    "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9+.-]+$"}}}}
+
+
 def _mutations(seed: int, count: int):
     """Valid instances of the example schema, each with one random edit somewhere (or none)."""
     import random
 
     rng = random.Random(seed)
-    odd = [None, True, 0, 1.0, 1.5, -3, "", "Bad Name", "zlib", [], ["a", "a"], {}, {"name": "x"}, "1.0-2"]
+    odd = [None, True, 0, 1.0, 1.5, -3, 10**6, "", "Bad Name", "zlib", "amd64-long", [], ["a", "a"], ["a", "b"], {},
+           {"name": "x"}, "1.0-2", "x@y"]
     for _ in range(count):
         value = {"package": "zlib1g", "version": "1:1.3-2", "architecture": "all", "section": "libs",
                  "maintainer": {"name": "Jo", "email": "jo@d.org"}, "installed_size_kb": 7,
@@ -328,14 +346,14 @@ def _mutations(seed: int, count: int):
         yield value
 
 
-def test_fast_schema_verdicts_agree_with_jsonschema_and_its_why_is_a_jsonschema_error():
+def test_fast_schema_verdicts_agree_with_jsonschema_and_its_why_is_a_jsonschema_error(tmp_path):
     import jsonschema
 
     from dpominer.schema_fast import compile_schema
 
-    schema = Path(__file__).parents[1] / "examples" / "structured" / "schema.json"
-    document = json.loads(schema.read_text())
-    fast, reference = compile_schema(document), jsonschema.Draft202012Validator(document)
+    schema = tmp_path / "parity.json"
+    schema.write_text(json.dumps(PARITY_SCHEMA))
+    fast, reference = compile_schema(PARITY_SCHEMA), jsonschema.Draft202012Validator(PARITY_SCHEMA)
     [schema_check] = compiled((CheckSpec(spec=f"json-schema:{schema}"),))
     verdicts = []
     for value in _mutations(0, 400):
@@ -362,3 +380,24 @@ def test_schemas_outside_the_fast_subset_are_validated_by_jsonschema_alone(tmp_p
     path.write_text(json.dumps(refs))
     assert check(f"json-schema:{path}", '{"n": 3}') == (False, "$.n: type — 3 is not of type 'string'")
     assert check(f"json-schema:{path}", '{"n": "x"}') == (True, None)
+
+
+def test_pair_runs_checks_on_unscored_input_from_flags_or_its_config(tmp_path):
+    rows = [candidate_record("a", [('{"a": 1}', "stop"), ('{"a": 1', "length")], reference=None),
+            candidate_record("b", [("oops", "stop")], reference=None)]
+    cands = write_jsonl(tmp_path / "c.jsonl", rows)
+    result = run("pair", cands, "-o", tmp_path / "p.jsonl", "--check", "json", "--stats-json", tmp_path / "s.json")
+    assert result.exit_code == 0, result.output
+    [pair] = read_jsonl(tmp_path / "p.jsonl")
+    assert (pair["chosen"], pair["rejected"], pair["reason"]) == ('{"a": 1}', '{"a": 1', "rejected_failed_check")
+    assert pair["rejected_scores"]["failed_checks"] == ["json"]
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["documents_without_pair"] == {"no_candidate_passing_checks": 1}
+    assert stats["checks"] == {"json": {"checked": 3, "failed": 2}}
+    config = tmp_path / "pair.toml"
+    config.write_text('[[score.checks]]\nspec = "regex-require:^\\\\{"\n')
+    result = run("pair", cands, "-o", tmp_path / "q.jsonl", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert [p["rejected_scores"]["failed_checks"] for p in read_jsonl(tmp_path / "q.jsonl")] == []  # all start with {
+    assert json.loads((tmp_path / "q.jsonl.meta.json").read_text())["config"]["score"]["checks"] == [
+        {"spec": "regex-require:^\\{", "name": None}]
