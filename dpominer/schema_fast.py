@@ -77,6 +77,10 @@ def _all_of(tests: list[Validate]) -> Validate:
 def _node_tests(schema: dict[str, Any]) -> list[Validate]:
     """One predicate per assertion keyword about this node itself (not its members)."""
     tests: list[Validate] = []
+    if schema.get("type") == "string" and set(schema) - ANNOTATIONS == {"type", "pattern"}:
+        # the commonest leaf (a list of names, ids, dates): one call per item instead of three
+        search = re.compile(schema["pattern"]).search
+        return [lambda v: type(v) is str and search(v) is not None]
     if "type" in schema:
         names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         kinds = [TYPES[n] for n in names]
