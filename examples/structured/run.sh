@@ -12,8 +12,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-runs/structured}
 MODEL=${MODEL:-smollm2-135m-instruct}
-MINING=${MINING:-64}           # mining documents used (of 160)
-HELDOUT=${HELDOUT:-40}         # held-out documents used (of 80); other source packages than the mined ones
+MINING=${MINING:-40}           # mining documents used (of 160)
+HELDOUT=${HELDOUT:-30}         # held-out documents used (of 80); other source packages than the mined ones
 N=${N:-2}                      # candidates per mining document
 TEMP=${TEMP:-0.7}              # mining temperature
 MAX_TOKENS=${MAX_TOKENS:-192}  # the gold objects are 103 tokens (median), 166 at most
@@ -23,6 +23,7 @@ BETA=${BETA:-0.1}
 SFT=${SFT:-1.0}                # NLL on the chosen side (RPO weight 1): the chosen side is mostly the gold object
 EPOCHS=${EPOCHS:-1}
 BATCH=${BATCH:-4}
+BACKEND=${BACKEND:-hf}         # transformers: on a shared CPU short of memory, lighter than a vLLM engine
 CHECKS=(--check json --check "json-schema:$HERE/schema.json")
 
 mkdir -p "$OUT"
@@ -34,7 +35,7 @@ step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
 
 step "1/6 sample: $MINING documents × $N candidates, T=$TEMP"
 dpominer sample "$OUT/mining.jsonl" -o "$OUT/candidates.jsonl" -m "$MODEL" -n "$N" -t "$TEMP" \
-  --max-tokens "$MAX_TOKENS" --stop-on-loop --seed 0
+  --max-tokens "$MAX_TOKENS" --stop-on-loop --seed 0 --backend "$BACKEND"
 step "2/6 score: loops, CER, and the checks (parses as JSON; validates against schema.json)"
 dpominer score "$OUT/candidates.jsonl" -o "$OUT/scored.jsonl" "${CHECKS[@]}"
 step "3/6 pair: loops, then failed checks, rejected; a passing candidate (or the reference) chosen"
@@ -44,6 +45,7 @@ dpominer train "$OUT/pairs.jsonl" -o "$OUT/dpo" -m "$MODEL" --lora --merge --lr 
   --sft-weight "$SFT" --epochs "$EPOCHS" --batch-size "$BATCH" --max-length 768 --save-every 0 --seed 0
 step "5/6 eval: greedy on the $HELDOUT held-out documents, before vs after, with the same checks"
 dpominer eval "$OUT/heldout.jsonl" -o "$OUT/eval" -m "$MODEL" -m "$OUT/dpo" --max-tokens "$MAX_TOKENS" --seed 0 \
+  --backend "$BACKEND" \
   "${CHECKS[@]}"
 step "6/6 report"
 dpominer report "$OUT/scored.jsonl" "$OUT/pairs.jsonl" "$OUT/dpo" "$OUT/eval" -o "$OUT/report.html"
