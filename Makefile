@@ -45,6 +45,7 @@ calibrate: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/pair_scale.py
+	$(BIN)/python bench/pair_hostile.py
 	$(BIN)/python bench/sample_overhead.py
 
 # ours vs TRL's DPOTrainer on the same model, pairs and settings (TRL is a bench-only dependency)

@@ -3,9 +3,11 @@ Python standard-library docstrings, PSF licence). Deterministic for a given seed
 
 Positives (label "degenerate"): loops injected into clean text at many unit lengths and offsets and
 cut mid-unit, counter loops, near-repeats with a word swapped per copy, loops that stopped on their
-own, CJK loops, loops confined to the last ~15 % of a long text.
+own, CJK loops, loops confined to the last ~15 % of a long text, list items stuck under a climbing
+number or weekday, sentences re-said with a word swapped, a short word run inside a list.
 Hard negatives (label "clean"): long clean prose (stopped or cut off), markdown tables, forms with dot
-leaders, numbered lists, CSV, and repetition that the reference has too (counting, forms, tables).
+leaders, numbered lists, CSV, repetition that the reference has too (counting, forms, tables), and
+lists whose lines share a pattern but say different things (plans, times tables, checklists).
 """
 
 from __future__ import annotations
@@ -84,7 +86,43 @@ def _late(rng, texts, i):
     return body + _loop(unit, len(body) // 6), "length", None, "late_loop"
 
 
-POSITIVES = [_injected] * 6 + [_counter, _near_repeat, _stopped, _cjk, _late]
+WEEK = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+SEMANA = ["lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo"]
+
+
+def _stuck_item(rng, texts, i):
+    """A list whose item is stuck while the number or the weekday moves, ended by the model (EOS)."""
+    head = "".join(f"{n}. {t.split()[0]}\n" for n, t in enumerate(rng.sample(texts, rng.randrange(1, 6)), 1))
+    item = rng.choice([t for t in texts if t[:1].isalpha()]).split(".")[0][: rng.randrange(6, 40)].strip()
+    first = head.count("\n") + 1
+    if i % 4 == 0:
+        days = rng.choice([WEEK, SEMANA])
+        body = "".join(f"{days[n % 7]}: {item}\n" for n in range(rng.randrange(5, 16)))
+    else:
+        body = "".join(f"{n}. {item}\n" for n in range(first, first + rng.randrange(5, 20)))
+    return head + body, "stop", None, "stuck_item"
+
+
+def _sentence_swap(rng, texts, i):
+    """A sentence re-said with one word swapped each time, ended by the model."""
+    words = rng.choice(texts).split()[:12]
+    slot = rng.randrange(len(words))
+    choices = rng.sample([w for w in " ".join(texts[:30]).split() if w.isalpha()], 3)
+    body = " ".join(" ".join(words[:slot] + [rng.choice(choices)] + words[slot + 1 :]).rstrip(".") + "."
+                    for _ in range(rng.randrange(5, 10)))
+    return _prose(rng, texts, rng.randrange(50, 300)) + " " + body, "stop", None, "sentence_swap"
+
+
+def _word_run(rng, texts, i):
+    """A short token said over and over inside a list that then goes on."""
+    items = [t.split()[0].strip(".,:;()").lower() for t in rng.sample(texts, 6)]
+    token = rng.choice(["th", "the", "a", "and", "-", "er"])
+    run = ", ".join([token] * rng.randrange(12, 30))
+    return "Here are some words: " + ", ".join(items[:3]) + ", " + run + ", " + ", ".join(items[3:]) + ".", \
+        "stop", None, "word_run"
+
+
+POSITIVES = [_injected] * 6 + [_counter, _near_repeat, _stopped, _cjk, _late, _stuck_item, _sentence_swap, _word_run]
 
 
 def _clean_prose(rng, texts, i):
@@ -129,7 +167,28 @@ def _legit(rng, texts, i):
     return text, "length", text, "legit_with_reference"
 
 
-NEGATIVES = [_clean_prose] * 3 + [_table, _form, _numbered, _csv, _legit]
+def _lists_that_repeat_a_pattern(rng, texts, i):
+    """Lists whose lines share a pattern but say different things: plans where two numbers move,
+    multiplication tables, a weekday schedule, a checklist, counting that was asked for."""
+    kind = i % 5
+    if kind == 0:
+        start = rng.randrange(1, 5)
+        text = "".join(f"Week {n}: run {n + start} km and walk {2 * n} km\n" for n in range(1, rng.randrange(6, 14)))
+    elif kind == 1:
+        k = rng.randrange(2, 13)
+        text = "".join(f"{k} x {n} = {k * n}\n" for n in range(1, 13))
+    elif kind == 2:
+        chores = rng.sample([t.split()[0] for t in texts], 7)
+        text = "".join(f"{d}: {c}\n" for d, c in zip(WEEK, chores, strict=True))
+    elif kind == 3:
+        things = rng.sample(sorted({w.strip(".,:;()") for t in texts for w in t.split()[:3] if w.isalpha()}), 8)
+        text = "".join(f"{n}. Check the {w} before you start.\n" for n, w in enumerate(things, 1))
+    else:
+        text = ", ".join(str(n) for n in range(1, rng.randrange(10, 40))) + "."
+    return text, "stop", None, "patterned_list"
+
+
+NEGATIVES = [_clean_prose] * 3 + [_table, _form, _numbered, _csv, _legit, _lists_that_repeat_a_pattern]
 
 
 def build(n: int = 600, seed: int = 0) -> list[dict]:

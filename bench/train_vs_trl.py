@@ -51,7 +51,8 @@ def run_ours(args) -> dict:
     from dpominer.train.loop import train
 
     cfg = TrainConfig(model=args.model, batch_size=args.batch_size, max_length=args.max_length, beta=0.1,
-                      lr=1e-6, epochs=1, warmup_ratio=0.0, save_every=0, threads=args.threads)
+                      lr=1e-6, epochs=1, warmup_ratio=0.0, save_every=0, threads=args.threads,
+                      rejected_loop_copies=0)  # the same tokens TRL trains on: rejected loops kept whole
     start = time.perf_counter()
     summary = train(Path(args.pairs_file), Path(tempfile.mkdtemp()) / "out", cfg)
     return {"seconds": time.perf_counter() - start, "steps": summary.steps, "tokens": summary.tokens}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from . import __version__
 from .records import InputError, write_json
+from .ui import user_errors
 
 app = typer.Typer(
     name="dpominer",
@@ -18,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # a flag out of range is one plain line ("Error: Invalid value for '--flag': …")
 )
 
 CONFIG = typer.Option(None, "--config", help="TOML or JSON file with the settings; flags override it.",
@@ -29,26 +29,28 @@ CHECK = typer.Option([], "--check", help="A failure check run on every candidate
                      "an entry point NAME[:ARG] (group dpominer.checks). Replaces the config's [[checks]].")
 
 
-def _checks(values: list[str], config: Path | None, from_file: tuple, key: str = "checks") -> tuple:
+def _checks(values: list[str], config: Path | None, from_file: tuple, guard, key: str = "checks") -> tuple:
     """The checks to run: the --check flags, else the config file's; every one built now (schemas
-    read, modules imported), so bad input stops before any work, naming the flag or the file."""
+    read, modules imported), so bad input stops before any work, naming the flag or the file. Schema
+    files become inputs of the run's guard (no output may replace one): claim outputs after this."""
     from .checks import parse_specs, validate
 
     specs = tuple(parse_specs(values)) if values else from_file
     validate(list(specs), "--check" if values else f"{config}: {key}")
+    for spec in specs:
+        if spec.kind == "json-schema":
+            guard.add_input(spec.arg)
     return specs
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Bad input → one line on stderr, exit code 1, no output written."""
-    from .ui import error
+def _claim(guard, output: Path, *, lock: bool = True, stats: Path | None = None) -> None:
+    """The outputs of a file-writing command: OUT, its run record OUT.meta.json, and --stats-json."""
+    from .runinfo import meta_path
 
-    try:
-        yield
-    except InputError as exc:
-        error(str(exc))
-        raise typer.Exit(1) from None
+    guard.claim(output, "-o", lock=lock)
+    guard.claim(meta_path(output), "run record", lock=False)
+    if stats is not None:
+        guard.claim(stats, "--stats-json", lock=False)
 
 
 def _version(value: bool) -> None:
@@ -69,6 +71,9 @@ def score(
     output: Path = OUTPUT,
     config: Path | None = CONFIG,
     rescore: bool | None = typer.Option(None, "--rescore", help="Recompute scores already present."),
+    min_coverage: float | None = typer.Option(
+        None, "--min-coverage", min=0, max=1,
+        help="Share of the reference's words a candidate that stopped on its own must reproduce (0.8)."),
     judge: str | None = typer.Option(None, "--judge", help="Judge model: every non-degenerate candidate gets a "
                                      "rubric score (for documents without a reference)."),
     judge_backend: str | None = typer.Option(None, "--judge-backend", help="auto | vllm | hf | openai"),
@@ -76,6 +81,8 @@ def score(
                                        "with weights, scale.", dir_okay=False),
     judge_base_url: str | None = typer.Option(None, "--judge-base-url", help="OpenAI-compatible judge server."),
     resume: bool = typer.Option(False, "--resume", help="With --judge: continue OUT.partial of a killed run."),
+    retries: int | None = typer.Option(None, "--retries", min=0, help="Judge backend openai: retries of a failed "
+                                       "request (backoff; default 5), then the run stops, resumable."),
     check: list[str] = CHECK,
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
@@ -83,11 +90,16 @@ def score(
     from .mining import ScoreConfig, run_score
     from .ui import reading
 
-    with user_errors():
+    with user_errors() as guard:
         from .config import build_config
 
-        cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore)})
-        cfg = cfg.model_copy(update={"checks": _checks(check, config, cfg.checks)})
+        for path in (input, config, rubric):
+            guard.add_input(path)
+        guard.add_model(judge)
+        cfg = build_config(ScoreConfig, config, {"rescore": ("--rescore", rescore),
+                                                 "omission.min_coverage": ("--min-coverage", min_coverage)})
+        cfg = cfg.model_copy(update={"checks": _checks(check, config, cfg.checks, guard)})
+        _claim(guard, output, lock=judge is None)  # a judged run locks through its partial file
         if judge is None:
             if resume:
                 raise InputError("--resume: only with --judge (plain scoring is quick to redo)")
@@ -96,11 +108,11 @@ def score(
             _finish("score", output, cfg, digest, summary)
             return
         from .judge import load_rubric
-        from .judging import JudgeConfig, make_judge_backend, run_judged_score
+        from .judging import JudgeConfig, judge_partial, make_judge_backend, run_judged_score
         from .ui import judging_progress
 
         flags = {"model": ("--judge", judge), "backend": ("--judge-backend", judge_backend),
-                 "base_url": ("--judge-base-url", judge_base_url)}
+                 "base_url": ("--judge-base-url", judge_base_url), "server_retries": ("--retries", retries)}
         judge_cfg = build_config(JudgeConfig, None, flags)
         if rubric is not None:
             judge_cfg = judge_cfg.model_copy(update={"rubric": load_rubric(rubric)})
@@ -109,10 +121,15 @@ def score(
         # the whole input is checked (and its digest taken) before the judge model loads
         with reading(input, "checking") as digest:
             total = sum(1 for _ in iter_jsonl(input, CandidateRecord, skip_invalid=skip_invalid, on_line=digest))
-        engine = make_judge_backend(judge_cfg)
-        with judging_progress(total) as on_chunk:
-            summary = run_judged_score(input, output, cfg, judge_cfg, engine, resume=resume,
-                                       skip_invalid=skip_invalid, on_chunk=on_chunk)
+        partial = judge_partial(output, cfg, judge_cfg)
+        try:
+            done = partial.start(resume=resume)  # the lock and the settings check, before the judge loads
+            engine = make_judge_backend(judge_cfg)
+            with judging_progress(total) as on_chunk:
+                summary = run_judged_score(input, partial, cfg, judge_cfg, engine, done=done,
+                                           skip_invalid=skip_invalid, on_chunk=on_chunk)
+        finally:
+            partial.close()
         _finish("score", output, {"score": cfg.model_dump(mode="json"), "judge": judge_cfg.model_dump(mode="json")},
                 digest, summary, {"judge_engine": engine.describe()})
 
@@ -124,16 +141,24 @@ def pair(
     config: Path | None = CONFIG,
     chosen_from: str | None = typer.Option(None, "--chosen-from", help="candidates | reference | auto"),
     max_chosen_cer: float | None = typer.Option(
-        None, "--max-chosen-cer", help="Highest CER a chosen candidate may have."),
-    min_margin: float | None = typer.Option(None, "--min-margin", help="Least CER gap between chosen and rejected."),
-    max_pairs_per_doc: int | None = typer.Option(None, "--max-pairs-per-doc", help="Most pairs one document yields."),
+        None, "--max-chosen-cer", min=0, help="Highest CER a chosen candidate may have."),
+    min_margin: float | None = typer.Option(
+        None, "--min-margin", min=0, help="Least CER gap between chosen and rejected."),
+    max_pairs_per_doc: int | None = typer.Option(
+        None, "--max-pairs-per-doc", min=1, help="Most pairs one document yields."),
     dedup_threshold: float | None = typer.Option(
-        None, "--dedup-threshold", help="rapidfuzz ratio (0-100) at which candidates collapse."),
+        None, "--dedup-threshold", min=0, max=100, help="rapidfuzz ratio (0-100) at which candidates collapse."),
     reject_worse: bool | None = typer.Option(
         None, "--reject-worse/--no-reject-worse", help="Also reject clean candidates of clearly worse fidelity."),
+    reject_omission: bool | None = typer.Option(
+        None, "--reject-omission/--no-reject-omission", help="Reject candidates that stopped early (on by default)."),
+    min_coverage: float | None = typer.Option(
+        None, "--min-coverage", min=0, max=1,
+        help="Share of the reference's words a candidate that stopped on its own must reproduce (0.8)."),
     score_by: str | None = typer.Option(None, "--score-by", help="auto | fidelity | judge: how candidates rank."),
     min_judge_margin: float | None = typer.Option(
-        None, "--min-judge-margin", help="Least judge-score gap (0-1) to reject a worse-judged candidate."),
+        None, "--min-judge-margin", min=0, max=1,
+        help="Least judge-score gap (0-1) to reject a worse-judged candidate."),
     stats_json: Path | None = typer.Option(
         None, "--stats-json", help="Write the summary numbers here too.", dir_okay=False),
     check: list[str] = CHECK,
@@ -143,9 +168,11 @@ def pair(
     from .mining import PairRunConfig, run_pair
     from .ui import reading
 
-    with user_errors():
+    with user_errors() as guard:
         from .config import build_config
 
+        guard.add_input(input)
+        guard.add_input(config)
         cfg = build_config(PairRunConfig, config, {
             "policy.chosen_from": ("--chosen-from", chosen_from),
             "policy.max_chosen_cer": ("--max-chosen-cer", max_chosen_cer),
@@ -153,11 +180,14 @@ def pair(
             "policy.max_pairs_per_doc": ("--max-pairs-per-doc", max_pairs_per_doc),
             "policy.dedup_threshold": ("--dedup-threshold", dedup_threshold),
             "policy.reject_worse": ("--reject-worse", reject_worse),
+            "policy.reject_omission": ("--reject-omission", reject_omission),
+            "score.omission.min_coverage": ("--min-coverage", min_coverage),
             "policy.score_by": ("--score-by", score_by),
             "policy.min_judge_margin": ("--min-judge-margin", min_judge_margin),
         })
-        checks = _checks(check, config, cfg.score.checks, "score.checks")
+        checks = _checks(check, config, cfg.score.checks, guard, "score.checks")
         cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"checks": checks})})
+        _claim(guard, output, stats=stats_json)
         with reading(input, "pairing") as digest:
             summary = run_pair(input, output, cfg, skip_invalid=skip_invalid, progress=digest)
         _finish("pair", output, cfg, digest, summary)
@@ -172,37 +202,43 @@ def sample(
     config: Path | None = CONFIG,
     model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local dir, or smollm2-135m-instruct."),
     backend: str | None = typer.Option(None, "--backend", help="auto | vllm | hf | openai"),
-    n: int | None = typer.Option(None, "-n", help="Candidates per document (default 8)."),
-    temperature: float | None = typer.Option(None, "--temperature", "-t", help="Default 0.7; 0 is greedy."),
-    top_p: float | None = typer.Option(None, "--top-p"),
-    top_k: int | None = typer.Option(None, "--top-k"),
-    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Default 512."),
-    seed: int | None = typer.Option(None, "--seed", help="Base seed; each candidate's derives from it."),
+    n: int | None = typer.Option(None, "-n", min=1, help="Candidates per document (default 8)."),
+    temperature: float | None = typer.Option(None, "--temperature", "-t", min=0, help="Default 0.7; 0 is greedy."),
+    top_p: float | None = typer.Option(None, "--top-p", min=0, max=1),
+    top_k: int | None = typer.Option(None, "--top-k", min=-1),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", min=1, help="Default 512."),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Base seed; each candidate's derives from it."),
     chat_template: bool | None = typer.Option(
         None, "--chat-template/--no-chat-template", help="Default: only documents with messages."),
     stop_on_loop: bool | None = typer.Option(
         None, "--stop-on-loop", help="Stop a candidate once a token loop is established (finish: repetition)."),
+    logprobs: bool | None = typer.Option(
+        None, "--logprobs", help="Store each token's log-prob (token_logprobs, 2 decimals) beside token_ids."),
     shard: str | None = typer.Option(None, "--shard", help="I/N: sample shard I of N (by a hash of the id)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the records of OUT.partial and do the rest."),
-    chunk_size: int | None = typer.Option(None, "--chunk-size", help="Documents per engine call (default 64)."),
+    chunk_size: int | None = typer.Option(None, "--chunk-size", min=1, help="Documents per engine call (default 64)."),
     dtype: str | None = typer.Option(None, "--dtype", help="auto | float32 | bfloat16 | float16"),
-    max_model_len: int | None = typer.Option(None, "--max-model-len"),
-    tensor_parallel_size: int | None = typer.Option(None, "--tensor-parallel-size"),
-    gpu_memory_utilization: float | None = typer.Option(None, "--gpu-memory-utilization"),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads for the hf backend."),
+    max_model_len: int | None = typer.Option(None, "--max-model-len", min=16),
+    tensor_parallel_size: int | None = typer.Option(None, "--tensor-parallel-size", min=1),
+    gpu_memory_utilization: float | None = typer.Option(None, "--gpu-memory-utilization", min=0, max=1),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads for the hf backend."),
     trust_remote_code: bool | None = typer.Option(None, "--trust-remote-code"),
     base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible server (backend openai)."),
-    concurrency: int | None = typer.Option(None, "--concurrency", help="Requests in flight (backend openai)."),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="Requests in flight (backend openai)."),
+    retries: int | None = typer.Option(None, "--retries", min=0, help="Backend openai: retries of a failed request "
+                                       "(backoff; default 5), then the run stops, resumable."),
+    dpi: int | None = typer.Option(None, "--dpi", min=1, help="Resolution PDF pages are rendered at (150)."),
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
     """Sample n candidates per document with vLLM, transformers, or an OpenAI-compatible server."""
     import time
 
+    from .partial import PartialOutput
     from .runinfo import InputDigest, write_meta
-    from .sample import SampleConfig, make_backend, pending, run_sample
+    from .sample import SampleConfig, make_backend, pending, resume_settings, run_sample
     from .ui import sampling_progress, show_sample_summary
 
-    with user_errors():
+    with user_errors() as guard:
         from .config import build_config
 
         flags = {"model": ("--model", model), "backend": ("--backend", backend), "shard": ("--shard", shard),
@@ -210,18 +246,29 @@ def sample(
                  "sampling.top_p": ("--top-p", top_p), "sampling.top_k": ("--top-k", top_k),
                  "sampling.max_tokens": ("--max-tokens", max_tokens), "sampling.seed": ("--seed", seed),
                  "sampling.stop_on_loop": ("--stop-on-loop", stop_on_loop),
+                 "sampling.logprobs": ("--logprobs", logprobs),
                  "chat_template": ("--chat-template", chat_template), "chunk_size": ("--chunk-size", chunk_size),
                  "dtype": ("--dtype", dtype), "max_model_len": ("--max-model-len", max_model_len),
                  "tensor_parallel_size": ("--tensor-parallel-size", tensor_parallel_size),
                  "gpu_memory_utilization": ("--gpu-memory-utilization", gpu_memory_utilization),
                  "threads": ("--threads", threads), "trust_remote_code": ("--trust-remote-code", trust_remote_code),
-                 "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency)}
+                 "base_url": ("--base-url", base_url), "concurrency": ("--concurrency", concurrency),
+                 "retries": ("--retries", retries), "dpi": ("--dpi", dpi)}
         cfg = build_config(SampleConfig, config, flags)
-        done, left = pending(docs, output, cfg, resume=resume, skip_invalid=skip_invalid)
-        engine = make_backend(cfg)
-        start = time.perf_counter()
-        with sampling_progress(left) as on_chunk:
-            summary = run_sample(docs, output, cfg, engine, done=done, skip_invalid=skip_invalid, on_chunk=on_chunk)
+        for path in (docs, config):
+            guard.add_input(path)
+        guard.add_model(cfg.model)
+        _claim(guard, output, lock=False)  # locked through its partial file
+        partial = PartialOutput(output, resume_settings(cfg))
+        try:
+            done, left = pending(docs, partial, cfg, resume=resume, skip_invalid=skip_invalid)
+            engine = make_backend(cfg)
+            start = time.perf_counter()
+            with sampling_progress(left) as on_chunk:
+                summary = run_sample(docs, partial, cfg, engine, done=done, skip_invalid=skip_invalid,
+                                     on_chunk=on_chunk)
+        finally:
+            partial.close()
         summary.seconds = round(time.perf_counter() - start, 2)
         numbers = summary.as_dict()
         meta = write_meta(output, "sample", cfg, [InputDigest(docs)], numbers, {"engine": engine.describe()})
@@ -233,15 +280,19 @@ def merge(
     inputs: list[Path] = typer.Argument(..., help="Candidate files of the shards.", dir_okay=False),
     output: Path = OUTPUT,
     docs: Path | None = typer.Option(None, "--docs", help="The documents, to report any no shard produced."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 when ids are missing or duplicated."),
+    strict: bool = typer.Option(False, "--strict", help="With --docs: exit 1, writing nothing, when ids are missing "
+                                "or duplicated."),
 ) -> None:
     """Join `sample --shard I/N` outputs into one file; report missing and duplicate ids."""
     from .runinfo import write_meta
     from .shards import merge as merge_files
-    from .ui import console, counts_table
+    from .ui import console, counts_table, err_console
 
-    with user_errors():
-        summary = merge_files(inputs, output, docs)
+    with user_errors() as guard:
+        for path in (*inputs, docs):
+            guard.add_input(path)
+        _claim(guard, output)
+        summary = merge_files(inputs, output, docs, strict=strict)
         numbers = summary.as_dict()
         write_meta(output, "merge", {"inputs": [str(p) for p in inputs], "docs": str(docs) if docs else None}, [],
                    numbers)
@@ -251,9 +302,12 @@ def merge(
         console.print(counts_table(str(output), rows))
         for label, ids in (("duplicate", summary.duplicate_ids), ("missing", summary.missing_ids)):
             if ids:
-                console.print(f"[yellow]{label}:[/] {', '.join(ids)}", highlight=False)
-        if strict and (summary.duplicates or summary.missing):
-            raise typer.Exit(1)
+                err_console.print(f"[yellow]{label}:[/] {', '.join(ids)}", highlight=False)
+
+
+# what `train` writes into its output folder: a file of these names there would be replaced
+TRAIN_WRITES = ("metrics.jsonl", "dpominer.meta.json", "checkpoints", "*.json", "*.safetensors", "*.bin", "*.txt",
+                "*.model", "*.jinja", "*.md")
 
 
 @app.command()
@@ -264,33 +318,48 @@ def train(
                                 file_okay=False),
     config: Path | None = CONFIG,
     model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local dir, or smollm2-135m-instruct."),
-    beta: float | None = typer.Option(None, "--beta", help="DPO beta (default 0.1)."),
+    beta: float | None = typer.Option(None, "--beta", min=0, help="DPO beta (default 0.1)."),
     loss_type: str | None = typer.Option(None, "--loss-type", help="sigmoid | ipo | hinge"),
-    label_smoothing: float | None = typer.Option(None, "--label-smoothing", help="cDPO epsilon (sigmoid loss)."),
-    sft_weight: float | None = typer.Option(None, "--sft-weight", help="Add this times the chosen side's NLL."),
+    label_smoothing: float | None = typer.Option(
+        None, "--label-smoothing", min=0, max=0.5, help="cDPO epsilon (sigmoid loss)."),
+    sft_weight: float | None = typer.Option(None, "--sft-weight", min=0, help="Add this times the chosen side's NLL."),
     length_normalize: bool | None = typer.Option(None, "--length-normalize", help="Mean, not sum, of log-probs."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 1e-6 full, 5e-5 LoRA)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per micro-batch per process (4)."),
-    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (1)."),
-    epochs: float | None = typer.Option(None, "--epochs"),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps; overrides --epochs."),
-    warmup_ratio: float | None = typer.Option(None, "--warmup-ratio"),
-    max_length: int | None = typer.Option(None, "--max-length", help="Tokens of prompt + completion (1024)."),
-    max_prompt_length: int | None = typer.Option(None, "--max-prompt-length"),
-    loop_copies: int | None = typer.Option(None, "--loop-copies", help="Loop copies a cut rejected side keeps (4)."),
+    length_penalty: float | None = typer.Option(
+        None, "--length-penalty", min=-1, max=1,
+        help="R-DPO alpha: + alpha*(|chosen|-|rejected|) tokens inside the sigmoid; "
+        "negative discounts pairs whose chosen side is the shorter (0)."),
+    lr: float | None = typer.Option(None, "--lr", min=0, help="Peak learning rate (default 1e-6 full, 5e-5 LoRA)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Pairs per micro-batch per process (4)."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", min=1, help="Micro-batches per optimizer step (1)."),
+    epochs: float | None = typer.Option(None, "--epochs", min=0),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Optimizer steps; overrides --epochs."),
+    warmup_ratio: float | None = typer.Option(None, "--warmup-ratio", min=0, max=1),
+    max_length: int | None = typer.Option(None, "--max-length", min=2, help="Tokens of prompt + completion (1024)."),
+    max_prompt_length: int | None = typer.Option(None, "--max-prompt-length", min=1),
+    loop_copies: int | None = typer.Option(
+        None, "--loop-copies", min=1, help="Loop copies a cut rejected side keeps (4)."),
+    rejected_loop_copies: int | None = typer.Option(
+        None, "--rejected-loop-copies", min=0,
+        help="Cut every rejected loop to its onset + K copies (3; 0 keeps it whole)."),
     tokenize_separately: bool | None = typer.Option(
         None, "--tokenize-separately", help="Tokenise prompt and completion apart (when they merge at the boundary)."),
-    eval_fraction: float | None = typer.Option(None, "--eval-fraction", help="Share of documents held out."),
-    eval_every: int | None = typer.Option(None, "--eval-every"),
+    eval_fraction: float | None = typer.Option(
+        None, "--eval-fraction", min=0, max=1, help="Share of documents held out."),
+    eval_every: int | None = typer.Option(None, "--eval-every", min=0),
     dtype: str | None = typer.Option(None, "--dtype", help="auto | fp32 | bf16 (autocast)"),
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing"),
     ref: str | None = typer.Option(None, "--ref", help="precompute (cached) | model"),
     lora: bool | None = typer.Option(None, "--lora", help="Train a LoRA adapter (needs peft)."),
-    lora_r: int | None = typer.Option(None, "--lora-r"),
+    lora_r: int | None = typer.Option(None, "--lora-r", min=1),
     merge: bool | None = typer.Option(None, "--merge", help="With --lora: write the merged full model."),
-    save_every: int | None = typer.Option(None, "--save-every", help="Steps between checkpoints (50; 0 none)."),
-    seed: int | None = typer.Option(None, "--seed"),
-    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    freeze_vision: bool | None = typer.Option(
+        None, "--freeze-vision/--no-freeze-vision", help="VLMs: keep the vision tower and projector frozen "
+        "(default; LoRA then targets the language model only)."),
+    dpi: int | None = typer.Option(None, "--dpi", min=1, help="Resolution PDF pages are rendered at (150)."),
+    save_every: int | None = typer.Option(
+        None, "--save-every", min=0, help="Steps between checkpoints (50; 0 none)."),
+    seed: int | None = typer.Option(None, "--seed", min=0),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     resume: bool = typer.Option(False, "--resume", help="Go on from the newest checkpoint in OUTPUT."),
     skip_invalid: bool = SKIP_INVALID,
 ) -> None:
@@ -303,18 +372,25 @@ def train(
 
     flags = {k: (f"--{k.split('.')[-1].replace('_', '-')}", v) for k, v in {
         "model": model, "beta": beta, "loss_type": loss_type, "label_smoothing": label_smoothing,
-        "sft_weight": sft_weight, "length_normalize": length_normalize, "lr": lr, "batch_size": batch_size,
+        "sft_weight": sft_weight, "length_normalize": length_normalize, "length_penalty": length_penalty,
+        "rejected_loop_copies": rejected_loop_copies, "lr": lr, "batch_size": batch_size,
         "grad_accum": grad_accum, "epochs": epochs, "max_steps": max_steps, "warmup_ratio": warmup_ratio,
         "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
         "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "ref": ref, "lora.enabled": lora,
-        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads}.items()}
+        "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads,
+        "freeze_vision": freeze_vision, "dpi": dpi}.items()}
     flags |= {"lora.enabled": ("--lora", lora), "lora.r": ("--lora-r", lora_r)}
-    with user_errors():
+    with user_errors() as guard:
         from .config import build_config
 
         cfg = build_config(TrainConfig, config, flags)
         main_process = os.environ.get("RANK", "0") == "0"
+        for path in (pairs, config):
+            guard.add_input(path)
+        guard.add_model(cfg.model)
+        guard.claim(output, "-o", folder=True, lock=main_process, writes=TRAIN_WRITES)  # one lock, on rank 0
+        guard.resumable.append(output / "checkpoints")
         try:
             with training_progress(show=main_process) as on_event:
                 summary = run_train(pairs, output, cfg, resume=resume, skip_invalid=skip_invalid, on_event=on_event)
@@ -337,32 +413,47 @@ def eval_(
     model: list[str] = typer.Option([], "--model", "-m", help="A model to sample (repeat; the first is the baseline)."),
     candidates: list[Path] = typer.Option([], "--candidates", help="Existing candidate files to evaluate (repeat).",
                                           dir_okay=False),
-    n: int = typer.Option(1, "-n", help="Candidates per document."),
-    temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 is greedy."),
-    max_tokens: int = typer.Option(512, "--max-tokens"),
-    seed: int = typer.Option(0, "--seed"),
+    n: int = typer.Option(1, "-n", min=1, help="Candidates per document."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0, help="0 is greedy."),
+    max_tokens: int = typer.Option(512, "--max-tokens", min=1),
+    seed: int = typer.Option(0, "--seed", min=0),
     backend: str = typer.Option("auto", "--backend", help="auto | vllm | hf | openai"),
+    dpi: int | None = typer.Option(None, "--dpi", min=1, help="Resolution PDF pages are rendered at (150)."),
     sample_config: Path | None = typer.Option(None, "--sample-config", help="More `sample` settings (TOML/JSON).",
                                               dir_okay=False),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed eval: keep the models sampled, go on "
+                                "with the one interrupted (its OUTPUT/LABEL.candidates.jsonl.partial)."),
     check: list[str] = CHECK,
 ) -> None:
     """Degeneration rate (95 % CI) and fidelity of models before/after training, on the same documents."""
-    from .evaluate import run_eval
+    from .evaluate import plan, run_eval
     from .mining import ScoreConfig
     from .records import write_json
-    from .runinfo import write_meta
+    from .runinfo import meta_path, write_meta
     from .ui import show_eval
 
-    with user_errors():
+    with user_errors() as guard:
         if not model and not candidates:
             raise InputError("--model or --candidates: nothing to evaluate")
         if model and docs is None:
             raise InputError("DOCS: sampling a --model needs the documents")
+        for path in (docs, sample_config, *candidates):
+            guard.add_input(path)
+        for name in model:
+            guard.add_model(name)
+        score_cfg = ScoreConfig(checks=_checks(check, None, (), guard))  # schema files: inputs too
+        guard.claim(output, "-o", folder=True)
+        for path in (output / "eval.json", meta_path(output / "eval.json")):
+            guard.claim(path, "-o", lock=False)
+        for label, sampled, cand_path, scored in plan(model, candidates, output):
+            if sampled is not None:  # written by a `sample` child, which takes its own lock
+                guard.claim(cand_path, f"candidates of {label}", lock=False)
+            guard.claim(scored, f"scored file of {label}", lock=False)
         flags = ["-n", str(n), "--temperature", str(temperature), "--max-tokens", str(max_tokens),
                  "--seed", str(seed), "--backend", backend]
         flags += ["--config", str(sample_config)] if sample_config else []
-        score_cfg = ScoreConfig(checks=_checks(check, None, ()))
-        result = run_eval(docs, model, candidates, output, flags, score_cfg)
+        flags += ["--dpi", str(dpi)] if dpi else []
+        result = run_eval(docs, model, candidates, output, flags, score_cfg, resume=resume)
         checks_run = [spec.model_dump(exclude_none=True) for spec in score_cfg.checks]
         write_json(output / "eval.json", result | {"sampling": {"n": n, "temperature": temperature,
                                                                 "max_tokens": max_tokens, "seed": seed},
@@ -378,14 +469,17 @@ def report(
     runs: list[Path] = typer.Argument(..., help="Candidate/scored files, pairs, metrics.jsonl, eval.json, or folders."),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The HTML page (PNGs go beside it).",
                                 dir_okay=False),
-    examples: int = typer.Option(6, "--examples", help="Example pairs shown with the loop highlighted."),
+    examples: int = typer.Option(6, "--examples", min=0, help="Example pairs shown with the loop highlighted."),
 ) -> None:
     """One self-contained HTML page with the plots of a run: rates, fidelity, loops, pairs, training."""
-    from .report import build
+    from .report import build, input_files
     from .runinfo import write_meta
     from .ui import console
 
-    with user_errors():
+    with user_errors() as guard:
+        for path in input_files(runs):
+            guard.add_input(path)
+        _claim(guard, output)
         plots = build(runs, output, examples)
         meta = write_meta(output, "report", {"runs": [str(r) for r in runs], "examples": examples}, [], plots)
         console.print(f"[bold]{output}[/] — {len(plots)} plots: {', '.join(plots)}", highlight=False)

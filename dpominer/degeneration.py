@@ -16,22 +16,47 @@ A candidate is judged from a few cheap signals, each computed in near-linear tim
   reference's own ratio when there is one — never against a fixed 2.4 (clean 4 KB prose reaches 2.5).
 * ``finish_reason``: ``length`` (cut off at max_tokens) lowers the bar for other signals; it is never
   enough alone (many clean outputs run to the cap too).
+* ``items``, ``sentences``, ``word_run`` (:mod:`dpominer.repeats`): a list item stuck while its number
+  or weekday moves, list lines re-said, sentences re-said with a word swapped, one word said over and
+  over — loops that need not sit at the very end and often stop by themselves.
+* ``logprobs``: the mean log-prob of the last quarter of the tokens, when the sampler stored them.
 
-When a reference is given, repetition that the reference has as well (tables, lists, counting) is
-judged ``clean`` with ``kind="legit_repetition"``.
+Strong signals decide by rule (module order in :func:`_decide`); what is left with some repetition
+goes to a small logistic model (:mod:`dpominer.loop_model`, coefficients as plain data) that decides
+``degenerate``/``clean`` and leaves only its uncertain band ``suspect``. When a reference is given,
+repetition that the reference has as well (tables, lists, counting) is judged ``clean`` with
+``kind="legit_repetition"``.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .loop_model import loop_probability
+from .periodicity import (
+    TailLoop,
+    compression_ratio,
+    copies_needed,
+    counter_loop,
+    find_tail_loop,
+    is_loop,
+    normalise,
+    rep_n,
+    tail_compression_ratio,
+    tail_loop_with_trim,
+    tail_words,
+    token_string,
+)
 from .records import Degeneration
+from .repeats import ListStats, SentenceStats, list_stats, logprob_profile, sentence_stats, word_run
+
+__all__ = ["DEFAULT_DETECTOR", "DetectorConfig", "compression_ratio", "copies_needed", "detect", "find_tail_loop",
+           "rep_n", "token_string"]
 
 
 class DetectorConfig(BaseModel):
@@ -55,205 +80,21 @@ class DetectorConfig(BaseModel):
     min_tail_chars: int = Field(200, ge=1, description="tail_cr/rep_tail need this much text to speak")
     ref_cr_margin: float = Field(1.5, gt=1, description="cr above ref_cr×this is suspicious")
     ref_cr_degenerate: float = Field(2.0, gt=1, description="cut off and cr above ref_cr×this is a loop")
-
-
-@dataclass(frozen=True)
-class TailLoop:
-    unit_len: int  # characters (or tokens, for the token-level pass)
-    span: int  # length of the periodic suffix, last partial copy included
-    start: int  # offset in the text where the periodic suffix starts
-    copies: float  # span / unit_len
-    trimmed: int = 0  # characters dropped from the end before the loop was found
-
-
-def copies_needed(unit_len: int, cfg: DetectorConfig, cut_off: bool = False) -> float:
-    need = cfg.copies_long * (1.0 + 3.0 / unit_len)
-    return max(2.0, need * cfg.length_prior) if cut_off else need
-
-
-def _periodic_extent(s: str, end: int, p: int, known: int) -> int:
-    """Largest e such that s[end-p-e : end-p] == s[end-e : end], given that ``known`` holds."""
-    limit = end - p
-    good, step = min(known, limit), max(known, 1)
-    bad = limit + 1
-    while good < limit:  # exponential search, then bisection: O(log span) slice compares
-        trial = min(limit, good + step)
-        if s[end - p - trial : end - p] == s[end - trial : end]:
-            good, step = trial, step * 2
-        else:
-            bad = trial
-            break
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if s[end - p - mid : end - p] == s[end - mid : end]:
-            good = mid
-        else:
-            bad = mid
-    return good
-
-
-def find_tail_loop(s: str, cfg: DetectorConfig, end: int | None = None, cut_off: bool = False) -> TailLoop | None:
-    """The strongest repeated unit that ``s[:end]`` ends with, or None.
-
-    Candidate unit lengths come from the occurrences of the last few characters in the tail window
-    (``str.rfind``, C speed); each is verified by :func:`_periodic_extent`. A multiple of an already
-    verified unit p is skipped when it fits inside p's span, since its span is then exactly p's.
-    """
-    end = len(s) if end is None else end
-    if end < 2:
-        return None
-    probe_len = max(1, min(8, end // 2))
-    probe = s[end - probe_len : end]
-    lo = max(0, end - probe_len - cfg.max_unit_chars, end - cfg.window_chars)
-    verified: list[tuple[int, int]] = []
-    best: TailLoop | None = None
-    best_key = (False, 0.0)
-    j = s.rfind(probe, lo, end - 1)
-    while j != -1:
-        p = end - probe_len - j
-        if not any(p % q == 0 and p <= span for q, span in verified):
-            span = p + _periodic_extent(s, end, p, probe_len)
-            verified.append((p, span))
-            loop = TailLoop(unit_len=p, span=span, start=end - span, copies=span / p)
-            # A qualifying loop with the longest span wins (a line of "=====" repeated 8 times is a
-            # line loop, not a "=" loop); among the rest, the one closest to qualifying.
-            qualifies = is_loop(loop, cfg, cut_off)
-            key = (qualifies, float(span) if qualifies else loop.copies / copies_needed(p, cfg, cut_off))
-            if key > best_key:
-                best, best_key = loop, key
-        j = s.rfind(probe, lo, j + probe_len - 1)
-    return best
-
-
-def is_loop(loop: TailLoop | None, cfg: DetectorConfig, cut_off: bool, min_span: int | None = None) -> bool:
-    if loop is None:
-        return False
-    min_span = cfg.min_span_chars if min_span is None else min_span
-    return loop.copies >= copies_needed(loop.unit_len, cfg, cut_off) and loop.span >= min_span
-
-
-def _tail_loop_with_trim(text: str, cfg: DetectorConfig, cut_off: bool) -> TailLoop | None:
-    """Tail loop at the very end; when cut off, also after dropping a ragged end (as Chandra does)."""
-    loop = find_tail_loop(text, cfg, cut_off=cut_off)
-    if is_loop(loop, cfg, cut_off) or not cut_off:
-        return loop
-    for trim in (8, 50):
-        if len(text) - trim < cfg.min_span_chars:
-            break
-        trimmed = find_tail_loop(text, cfg, end=len(text) - trim, cut_off=cut_off)
-        if is_loop(trimmed, cfg, cut_off):
-            return TailLoop(trimmed.unit_len, trimmed.span, trimmed.start, trimmed.copies, trim)
-    return loop
-
-
-_DIGITS = re.compile(r"\d+")
-_RUNS = re.compile(r"\d+|\s+")
-_ASCII_DIGITS = b"0123456789"
-
-
-def _has_digits(text: str) -> bool:
-    if not text.isascii():
-        return _DIGITS.search(text) is not None
-    raw = text.encode("ascii")
-    return len(raw.translate(None, _ASCII_DIGITS)) != len(raw)  # ~20× faster than a regex scan
-
-
-def _normalise(text: str) -> str:
-    """Digit runs → '0', whitespace runs → ' ': counters and spacing stop breaking periodicity."""
-    if _has_digits(text):
-        text = _DIGITS.sub("0", text)
-    inner = " ".join(text.split())  # C speed; keep one space for leading/trailing runs too
-    lead = " " if text[:1].isspace() and inner else ""
-    trail = " " if text[-1:].isspace() else ""
-    return lead + inner + trail
-
-
-def _original_offset(window: str, norm_pos: int) -> int:
-    """Map a position in ``_normalise(window)`` back to ``window`` (each run shrinks to one char)."""
-    shrunk = 0  # characters removed by the runs before the current one
-    for m in _RUNS.finditer(window):
-        if m.start() - shrunk >= norm_pos:
-            break
-        if m.start() - shrunk + 1 > norm_pos:  # inside this run's single normalised char
-            return m.start()
-        shrunk += len(m.group()) - 1
-    return norm_pos + shrunk
-
-
-def _counter_loop(text: str, cfg: DetectorConfig, cut_off: bool) -> TailLoop | None:
-    """Tail loop of the normalised text, mapped back to offsets in ``text``.
-
-    Searched in the last 1 KB first (normalising costs more than the exact search); only a loop
-    that fills that window is searched again over the whole tail window, to find where it starts.
-    """
-    for width in (1024, cfg.window_chars):
-        offset = max(0, len(text) - width)
-        window = text[offset:]
-        norm = _normalise(window)
-        found = find_tail_loop(norm, cfg, cut_off=cut_off) if norm != window else None
-        if found is None or found.start > 0 or offset == 0 or width == cfg.window_chars:
-            break
-    if found is None:
-        return None
-    if not is_loop(found, cfg, cut_off):  # reported for `suspect`; offsets only matter for real loops
-        return TailLoop(found.unit_len, found.span, offset + found.start, found.copies)
-    start = offset + _original_offset(window, found.start)
-    return TailLoop(found.unit_len, len(text) - start, start, found.copies)
-
-
-def token_string(ids: list[int]) -> str:
-    """Token ids as a string (one code point each), so the same C-speed search runs on tokens."""
-    return "".join(chr(i + 0x800) if i >= 0xD800 else chr(i) for i in ids)
-
-
-
-
-def rep_n(words: list[str], n: int) -> float:
-    """seq-rep-n: 1 − |unique n-grams| / |n-grams| (Welleck et al. 2019)."""
-    total = len(words) - n + 1
-    if total <= 0:
-        return 0.0
-    return 1.0 - len(set(zip(*(words[i:] for i in range(n)), strict=False))) / total  # ragged on purpose
-
-
-def tail_words(text: str, cfg: DetectorConfig) -> list[str]:
-    """The last words, lower-cased, split on whitespace (punctuation stays on the word: loops repeat
-    it too), with digit runs as '0' so counters read as repeats. ~12 chars a word is generous."""
-    tail = text[-cfg.rep_words * 12 :].lower()
-    if _has_digits(tail):
-        tail = _DIGITS.sub("0", tail)
-    return tail.split()[-cfg.rep_words :]
+    item_copies: int = Field(4, ge=2, description="list lines with one stuck item (marker climbing) that make a loop")
+    sentence_repeats: int = Field(4, ge=2, description="sentences re-said (or one word swapped) that make a loop")
+    dup_items: int = Field(8, ge=2, description="list lines (with letters) needed before their repeats count")
+    # above one half: a list asked for "twice over" (two weeks of chores) re-says exactly half
+    dup_share: float = Field(0.6, gt=0, le=1, description="share of list lines re-said that makes a loop")
+    sentence_gate: float = Field(0.08, ge=0, le=1, description="rep_tail needed before sentences are compared")
+    sentence_share: float = Field(0.5, gt=0, le=1, description="…and their share of the window's sentences")
+    suspect_band: tuple[float, float] = Field((0.3, 0.7), description="model probability left undecided")
 
 
 @lru_cache(maxsize=256)
 def _reference_features(reference: str, cfg: DetectorConfig) -> tuple[float, str, float]:
     """Per-document work done once, not once per candidate: the reference's compression ratio,
     normal form and seq-rep-n."""
-    return compression_ratio(reference), _normalise(reference), rep_n(tail_words(reference, cfg), cfg.ngram)
-
-
-def compression_ratio(text: str) -> float:
-    """Whisper's compression ratio: len(b) / len(zlib.compress(b)) on the stripped UTF-8 bytes."""
-    data = text.strip().encode("utf-8")
-    if not data:
-        return 0.0
-    return len(data) / len(zlib.compress(data))
-
-
-def tail_compression_ratio(text: str, fraction: float, context: int = 2048) -> float:
-    """Bytes of the last ``fraction`` of the text ÷ what they cost zlib after the ``context`` bytes
-    before them (a loop's earlier copies sit right before its tail; more context only costs time)."""
-    data = text.encode("utf-8")
-    cut = int(len(data) * (1 - fraction))
-    tail = data[cut:]
-    if not tail:
-        return 0.0
-    # Raw deflate with a 4 KB window and small hash tables: same sizes here, half the set-up cost.
-    comp = zlib.compressobj(6, zlib.DEFLATED, -12, 4)
-    comp.compress(data[max(0, cut - context) : cut])
-    comp.flush(zlib.Z_SYNC_FLUSH)  # byte-aligns the head; the history stays for the tail
-    cost = len(comp.compress(tail)) + len(comp.flush())
-    return len(tail) / max(cost, 1)
+    return compression_ratio(reference), normalise(reference), rep_n(tail_words(reference, cfg), cfg.ngram)
 
 
 @dataclass
@@ -266,6 +107,11 @@ class Signals:
     cr: float
     cr_ref: float | None
     n_words: int
+    rep_ref: float | None = None  # the reference's seq-rep-n, when there is one
+    items: ListStats | None = None
+    sentences: SentenceStats | None = None
+    word_run: tuple[int, str] = (0, "")
+    logprobs: tuple[float, float] | None = None  # (mean of the last quarter, of the first)
 
     def as_dict(self) -> dict:
         out: dict = {"rep_tail": round(self.rep_tail, 4), "tail_cr": round(self.tail_cr, 3), "cr": round(self.cr, 3)}
@@ -276,46 +122,191 @@ class Signals:
             if loop is not None:
                 out[name] = {"unit_len": loop.unit_len, "copies": round(loop.copies, 2), "span": loop.span,
                              "start": loop.start, "trimmed": loop.trimmed}
+        if self.items is not None and self.items.run is not None:
+            run = self.items.run
+            out["items"] = {"lines": self.items.items, "stuck": run.copies, "counter": run.counter,
+                            "dup_share": round(self.items.dup_share, 3)}
+        if self.sentences is not None and self.sentences.repeats:
+            out["sentences"] = {"count": self.sentences.sentences, "repeats": self.sentences.repeats,
+                                "exact": self.sentences.exact}
+        if self.word_run[0] >= 3:
+            out["word_run"] = self.word_run[0]
+        if self.logprobs is not None:
+            out["logprob_tail"], out["logprob_head"] = round(self.logprobs[0], 3), round(self.logprobs[1], 3)
         return out
 
 
 def compute_signals(text: str, cfg: DetectorConfig, token_ids: list[int] | None, cut_off: bool,
-                    reference: str | None) -> Signals:
-    tail = _tail_loop_with_trim(text, cfg, cut_off)
-    tail_norm = None if is_loop(tail, cfg, cut_off) else _counter_loop(text, cfg, cut_off)
+                    reference: str | None, token_logprobs: list[float] | None = None) -> Signals:
+    tail = tail_loop_with_trim(text, cfg, cut_off)
+    decided = is_loop(tail, cfg, cut_off)  # an exact tail loop: the finer signals below are not needed
+    tail_norm = None if decided else counter_loop(text, cfg, cut_off)
     tail_tokens = None
     if token_ids:
         tail_tokens = find_tail_loop(token_string(token_ids), cfg, cut_off=cut_off)
     words = tail_words(text, cfg)
     long_enough = len(text) >= cfg.min_tail_chars
+    rep_tail = rep_n(words, cfg.ngram) if len(words) > cfg.ngram else 0.0
     return Signals(
         tail=tail,
         tail_norm=tail_norm,
         tail_tokens=tail_tokens,
-        rep_tail=rep_n(words, cfg.ngram) if long_enough else 0.0,
+        rep_tail=rep_tail if long_enough else 0.0,
         tail_cr=tail_compression_ratio(text, cfg.tail_fraction) if long_enough else 0.0,
         cr=compression_ratio(text),
         cr_ref=_reference_features(reference, cfg)[0] if reference else None,
+        rep_ref=_reference_features(reference, cfg)[2] if reference else None,
         n_words=len(words),
+        items=None if decided else list_stats(text),
+        # Sentences only where 4-grams repeat: a sentence re-said with a word swapped keeps about a
+        # third of its 4-grams, so half the sentences re-said puts rep-4 well above this bar, and
+        # clean prose (rep-4 ≈ 0) skips the sentence split.
+        sentences=sentence_stats(text) if rep_tail >= cfg.sentence_gate and not decided else None,
+        # a run of one word repeats 4-grams too: where none repeat (prose), there is no run to find
+        word_run=word_run(words) if rep_tail > 0 and not decided else (0, ""),
+        logprobs=logprob_profile(token_logprobs) if token_logprobs else None,
     )
 
 
-def _loop_why(name: str, loop: TailLoop, text_len: int, unit: str = "char") -> str:
+@dataclass(frozen=True)
+class Finding:
+    """A verdict and where it comes from: the repeated unit, where it starts, how many copies."""
+
+    verdict: str
+    kind: str | None
+    why: str
+    start: int | None = None
+    unit: str | None = None
+    copies: float | None = None
+    span: int = 0
+
+
+def _loop_finding(verdict: str, kind: str, name: str, loop: TailLoop, text: str) -> Finding:
     trimmed = f", ragged last {loop.trimmed} chars ignored" if loop.trimmed else ""
-    return (f"{name}: {loop.unit_len}-{unit} unit × {loop.copies:.1f} copies over the last "
-            f"{loop.span} {unit}s (from {unit} {loop.start} of {text_len}){trimmed}")
+    why = (f"{name}: {loop.unit_len}-char unit × {loop.copies:.1f} copies over the last {loop.span} chars "
+           f"(from char {loop.start} of {len(text)}){trimmed}")
+    unit = text[loop.start : loop.start + loop.unit_len]
+    return Finding(verdict, kind, why, loop.start, unit, loop.copies, loop.span)
 
 
-def _legit(text: str, reference: str, loop: TailLoop | None, sig: Signals, cfg: DetectorConfig) -> bool:
+def _structure_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool) -> Finding | None:
+    """Loops that need not sit at the very end: a stuck list item, sentences re-said, a word said over."""
+    run = sig.items.run if sig.items is not None else None
+    if run is not None and run.copies >= cfg.item_copies:
+        moving = "while its number/day changes" if run.counter else "line after line"
+        why = (f"list item stuck: {run.item[:60]!r} × {run.copies} lines {moving} "
+               f"(chars {run.start}–{run.end} of {len(text)})")
+        first_line = text[run.start : text.find("\n", run.start) % (len(text) + 1)]
+        return Finding("degenerate", "stuck_item", why, run.start, first_line, float(run.copies), run.end - run.start)
+    items = sig.items
+    if items is not None and items.worded >= cfg.dup_items and items.dup_share >= cfg.dup_share:
+        # more than half the lines re-say an earlier line, not necessarily back to back (a block
+        # of items under each heading, a table whose rows come round again)
+        why = (f"list lines re-said: {items.dup_share:.0%} of {items.worded} lines repeat an earlier one, "
+               f"first {items.dup_item[:60]!r} (from char {items.first_dup} of {len(text)})")
+        return Finding("degenerate", "repeated_items", why, items.first_dup, items.dup_item,
+                       items.dup_share * items.worded, len(text) - items.first_dup)
+    sent = sig.sentences
+    # Half the sentences re-said, and some of them word for word (up to a counter): a checklist of
+    # "Check the X." lines swaps a word each time but never says the same thing twice.
+    if sent is not None and sent.repeats >= cfg.sentence_repeats and sent.exact >= 2 and \
+            sent.repeats >= cfg.sentence_share * sent.sentences:
+        why = (f"sentences re-said: {sent.repeats} of the last {sent.sentences} repeat an earlier one "
+               f"({sent.exact} word for word or with a number changed, the rest with one word swapped; "
+               f"from char {sent.start} of {len(text)})")
+        return Finding("degenerate", "sentence_repeat", why, sent.start, None, float(sent.repeats + 1),
+                       len(text) - sent.start)
+    count, word = sig.word_run
+    if word and count >= max(4.0, copies_needed(len(word) + 1, cfg, cut_off)):
+        found = re.search(f"(?:{re.escape(word)}\\s+){{{count - 1}}}", text.lower())
+        start = found.start() if found else None  # None when digits were folded into the word
+        where = f" (from char {start} of {len(text)})" if start is not None else ""
+        why = f"word run: {word!r} said {count} times in a row among the last {sig.n_words} words{where}"
+        return Finding("degenerate", "word_run", why, start, word, float(count), count * (len(word) + 1))
+    return None
+
+
+def _weak_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool) -> Finding:
+    """What is left after the strong rules: weak signals, weighed by the calibrated model."""
+    weak = []
+    for name, candidate in (("tail", sig.tail), ("tail_norm", sig.tail_norm)):
+        if candidate is not None and candidate.span >= cfg.min_span_chars and \
+                candidate.copies >= 0.5 * copies_needed(candidate.unit_len, cfg, cut_off):
+            weak.append(f"{name} {candidate.unit_len}-char unit × {candidate.copies:.1f}")
+    if sig.rep_tail >= cfg.rep_suspect:
+        weak.append(f"rep-{cfg.ngram} {sig.rep_tail:.2f}")
+    if sig.tail_cr >= cfg.tail_cr_suspect:
+        weak.append(f"tail compresses {sig.tail_cr:.1f}×")
+    if sig.cr_ref is not None and sig.cr > max(sig.cr_ref * cfg.ref_cr_margin, 1.0):
+        weak.append(f"compression ratio {sig.cr:.2f} vs reference {sig.cr_ref:.2f}")
+    if sig.items is not None and sig.items.run is not None and sig.items.run.copies >= 3:
+        weak.append(f"list item {sig.items.run.item[:40]!r} × {sig.items.run.copies}")
+    if sig.sentences is not None and sig.sentences.repeats >= 2:
+        weak.append(f"{sig.sentences.repeats} of {sig.sentences.sentences} sentences re-said")
+    if not weak:
+        return Finding("clean", None, "no repetition signal")
+    prob = loop_probability(features(sig, cfg, cut_off))
+    low, high = cfg.suspect_band
+    verdict = "degenerate" if prob >= high else "clean" if prob < low else "suspect"
+    loop = sig.tail_norm if sig.tail_norm is not None and sig.tail_norm.span >= cfg.min_span_chars else sig.tail
+    why = f"weak repetition, loop probability {prob:.2f}: " + "; ".join(weak)
+    if loop is None or verdict == "clean":
+        return Finding(verdict, "weak_repetition", why)
+    return Finding(verdict, "weak_repetition", why, loop.start, text[loop.start : loop.start + loop.unit_len],
+                   loop.copies, loop.span)
+
+
+def _decide(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool, n_tokens: int) -> Finding:
+    token_loop = is_loop(sig.tail_tokens, cfg, cut_off, min_span=max(4, cfg.min_span_chars // 4))
+    near = sig.rep_tail >= cfg.rep_degenerate and sig.tail_cr >= cfg.tail_cr_degenerate
+    near_repeat_stopped = sig.rep_tail >= cfg.rep_stopped and sig.tail_cr >= cfg.tail_cr_stopped
+    if is_loop(sig.tail, cfg, cut_off):
+        assert sig.tail is not None
+        return _loop_finding("degenerate", "tail_loop", "tail loop", sig.tail, text)
+    if token_loop:
+        assert sig.tail_tokens is not None
+        loop = sig.tail_tokens
+        return Finding("degenerate", "token_loop",
+                       f"token loop: {loop.unit_len}-token unit × {loop.copies:.1f} copies over the last "
+                       f"{loop.span} tokens (from token {loop.start} of {n_tokens})")
+    if is_loop(sig.tail_norm, cfg, cut_off) and cut_off:
+        assert sig.tail_norm is not None
+        return _loop_finding("degenerate", "counter_loop", "loop up to numbers/spacing", sig.tail_norm, text)
+    if (near and cut_off) or near_repeat_stopped:
+        why = (f"near-repeats: rep-{cfg.ngram} {sig.rep_tail:.2f} over the last {sig.n_words} words, "
+               f"tail compresses {sig.tail_cr:.1f}×")
+        return Finding("degenerate", "near_repeat", why)
+    structure = _structure_finding(text, sig, cfg, cut_off)
+    if structure is not None:
+        return structure
+    if not cut_off and sig.items is not None and sig.items.moving_numbers >= 2:
+        # Lines of one shape whose numbers move in two or more places each time are a table or a plan
+        # ("Week 2: run 3 km", "7 x 2 = 14"), and the model ended them itself.
+        why = f"lines of one shape whose numbers change in {sig.items.moving_numbers} places: a table or a plan"
+        return Finding("clean", "legit_pattern", why)
+    if cut_off and sig.cr_ref and sig.cr >= cfg.ref_cr_degenerate * sig.cr_ref:
+        why = f"compresses {sig.cr / sig.cr_ref:.1f}× better than the reference ({sig.cr:.2f} vs {sig.cr_ref:.2f})"
+        return Finding("degenerate", "compression", why)
+    return _weak_finding(text, sig, cfg, cut_off)
+
+
+def _legit(text: str, reference: str, found: Finding, sig: Signals, cfg: DetectorConfig) -> bool:
     """True when the reference repeats the same way, so the repetition is the content itself."""
     if len(text) > 1.5 * len(reference) + 100:
         return False  # far longer than the truth: whatever repeats, it repeats too often
-    if loop is not None:
+    ref_norm = _reference_features(reference, cfg)[1]
+    if found.kind == "repeated_items":
+        ref_items = list_stats(reference)
+        return ref_items is not None and ref_items.dup_share >= 0.8 * (sig.items.dup_share if sig.items else 1.0)
+    if found.kind == "stuck_item" and found.unit:
+        # the same line (numbers as 0) as often in the reference, back to back or not
+        return ref_norm.count(normalise(found.unit).strip()) >= math.ceil(0.75 * (found.copies or 0))
+    if found.unit and found.copies and found.kind != "word_run":
         # The reference must hold the same run — most of the copies, back to back — not merely the
         # unit somewhere (a 2-char unit occurs in any text).
-        unit = _normalise(text[loop.start : loop.start + loop.unit_len])
-        run = max(2, math.ceil(0.75 * min(loop.copies, copies_needed(loop.unit_len, cfg))))
-        return bool(unit.strip()) and unit * run in _reference_features(reference, cfg)[1]
+        unit = normalise(found.unit)
+        run = max(2, math.ceil(0.75 * min(found.copies, copies_needed(len(found.unit), cfg))))
+        return bool(unit.strip()) and unit * run in ref_norm
     return sig.rep_tail > 0 and _reference_features(reference, cfg)[2] >= 0.8 * sig.rep_tail
 
 
@@ -325,63 +316,63 @@ def detect(
     token_ids: list[int] | None = None,
     finish_reason: str | None = None,
     reference: str | None = None,
+    token_logprobs: list[float] | None = None,
     cfg: DetectorConfig | None = None,
 ) -> Degeneration:
     """Judge one candidate: ``degenerate`` | ``suspect`` | ``clean``, with signals and why."""
     cfg = cfg or DEFAULT_DETECTOR
     cut_off = finish_reason in ("length", "repetition")
-    sig = compute_signals(text, cfg, token_ids, cut_off, reference)
-    n = len(text)
-    verdict, kind, why, loop = "clean", None, "no repetition signal", None
-    token_loop = is_loop(sig.tail_tokens, cfg, cut_off, min_span=max(4, cfg.min_span_chars // 4))
-    near = sig.rep_tail >= cfg.rep_degenerate and sig.tail_cr >= cfg.tail_cr_degenerate
-    near_strong = sig.rep_tail >= cfg.rep_stopped and sig.tail_cr >= cfg.tail_cr_stopped
-    if is_loop(sig.tail, cfg, cut_off):
-        verdict, kind, loop = "degenerate", "tail_loop", sig.tail
-        why = _loop_why("tail loop", sig.tail, n)
-    elif token_loop:
-        assert sig.tail_tokens is not None
-        verdict, kind = "degenerate", "token_loop"
-        why = _loop_why("token loop", sig.tail_tokens, len(token_ids or []), unit="token")
-    elif is_loop(sig.tail_norm, cfg, cut_off):
-        verdict, kind, loop = ("degenerate" if cut_off else "suspect"), "counter_loop", sig.tail_norm
-        why = _loop_why("loop up to numbers/spacing", sig.tail_norm, n)
-    elif near or near_strong:
-        verdict, kind = ("degenerate" if cut_off or near_strong else "suspect"), "near_repeat"
-        why = (f"near-repeats: rep-{cfg.ngram} {sig.rep_tail:.2f} over the last words, "
-               f"tail compresses {sig.tail_cr:.1f}×")
-    elif cut_off and sig.cr_ref and sig.cr >= cfg.ref_cr_degenerate * sig.cr_ref:
-        verdict, kind = "degenerate", "compression"
-        why = f"compresses {sig.cr / sig.cr_ref:.1f}× better than the reference ({sig.cr:.2f} vs {sig.cr_ref:.2f})"
-    else:
-        weak = []
-        for name, candidate in (("tail", sig.tail), ("tail_norm", sig.tail_norm)):
-            if candidate is not None and candidate.span >= cfg.min_span_chars and \
-                    candidate.copies >= 0.5 * copies_needed(candidate.unit_len, cfg, cut_off):
-                weak.append(f"{name} {candidate.unit_len}-char unit × {candidate.copies:.1f}")
-        if sig.rep_tail >= cfg.rep_suspect:
-            weak.append(f"rep-{cfg.ngram} {sig.rep_tail:.2f}")
-        if sig.tail_cr >= cfg.tail_cr_suspect:
-            weak.append(f"tail compresses {sig.tail_cr:.1f}×")
-        if sig.cr_ref is not None and sig.cr > max(sig.cr_ref * cfg.ref_cr_margin, 1.0):
-            weak.append(f"compression ratio {sig.cr:.2f} vs reference {sig.cr_ref:.2f}")
-        if weak:
-            verdict, kind, why = "suspect", "weak_repetition", "; ".join(weak)
-    unit_text = text[loop.start : loop.start + loop.unit_len] if loop is not None else ""
-    if verdict != "clean" and reference is not None and _legit(text, reference, loop, sig, cfg):
-        verdict, kind = "clean", "legit_repetition"
-        why = f"repetition the reference has too ({why})"
+    sig = compute_signals(text, cfg, token_ids, cut_off, reference, token_logprobs)
+    found = _decide(text, sig, cfg, cut_off, len(token_ids or []))
+    verdict, kind, why = found.verdict, found.kind, found.why
+    if verdict != "clean" and reference is not None and _legit(text, reference, found, sig, cfg):
+        verdict, kind, why = "clean", "legit_repetition", f"repetition the reference has too ({why})"
     if cut_off:
         why += "; cut off at max_tokens" if finish_reason == "length" else "; stopped by the loop early-stop"
     severity = 0.0
     if verdict != "clean":
-        covered = (loop.span / n) if loop is not None and n else 0.0
+        covered = found.span / len(text) if found.span and text else 0.0
         severity = round(min(1.0, max(covered, sig.rep_tail)), 4)
     return Degeneration(
         verdict=verdict, kind=kind, why=why, severity=severity, signals=sig.as_dict(),
-        unit=unit_text[:200] or None, start_char=loop.start if loop else None,
-        copies=round(loop.copies, 2) if loop else None,
+        unit=(found.unit or "")[:200] or None, start_char=found.start,
+        copies=round(found.copies, 2) if found.copies is not None else None,
     )
 
 
 DEFAULT_DETECTOR = DetectorConfig()
+
+
+def features(sig: Signals, cfg: DetectorConfig, cut_off: bool) -> dict[str, float]:
+    """The model's inputs (see :mod:`dpominer.loop_model`), each bounded so no one signal runs away."""
+
+    def copies_ratio(loop: TailLoop | None) -> float:
+        if loop is None or loop.span < cfg.min_span_chars:
+            return 0.0
+        return min(2.0, loop.copies / copies_needed(loop.unit_len, cfg, cut_off))
+
+    items, sent = sig.items, sig.sentences
+    norm_copies = copies_ratio(sig.tail_norm)
+    norm_unit = sig.tail_norm.norm_unit if sig.tail_norm is not None else ""
+    count, word = sig.word_run
+    lp_tail = sig.logprobs[0] if sig.logprobs is not None else 0.0
+    return {
+        "cut_off": float(cut_off),
+        "tail_copies": copies_ratio(sig.tail),
+        "norm_copies": norm_copies,
+        # what the counter loop's unit holds: words (a stuck item) or only numbers (counting), and how
+        # many numbers move per copy (one: a counter; more: a table or a plan)
+        "norm_letters": min(1.0, sum(c.isalpha() for c in norm_unit) / 8) if norm_copies else 0.0,
+        "norm_numbers": min(3.0, float(norm_unit.count("0"))) if norm_copies else 0.0,
+        "rep_tail": sig.rep_tail,
+        "log_tail_cr": math.log(sig.tail_cr) if sig.tail_cr > 1 else 0.0,
+        "item_copies": min(2.0, items.run.copies / cfg.item_copies) if items and items.run else 0.0,
+        "dup_share": items.dup_share if items else 0.0,
+        "sentence_share": sent.repeats / sent.sentences if sent and sent.sentences else 0.0,
+        "word_copies": min(2.0, count / copies_needed(len(word) + 1, cfg)) if word and count > 1 else 0.0,
+        "log_cr_ratio": math.log(sig.cr / sig.cr_ref) if sig.cr_ref and sig.cr > 0 else 0.0,
+        # how much of the candidate's repetition the reference has too (1: all of it; 0: none, or no reference)
+        "ref_repeats": min(1.0, sig.rep_ref / sig.rep_tail) if sig.rep_ref is not None and sig.rep_tail > 0 else 0.0,
+        "logprob_tail": max(-5.0, lp_tail),
+        "has_logprobs": float(sig.logprobs is not None),
+    }

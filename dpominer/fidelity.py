@@ -6,6 +6,12 @@
 * ``wer`` — the same over whitespace-separated words.
 * ``similarity`` — 1 − distance / max(len) (bounded, symmetric).
 * ``composite`` — DharmaOCR's quality score: (Levenshtein ratio + BLEU-4) / 2.
+* ``coverage`` — the share of the reference's words the candidate reproduces *in order*: the longest
+  common subsequence of the two word lists / the reference's word count. Extra words (a preamble, a
+  loop) cost nothing; words left out do. 1 for a full copy, 0.31 for one that stops after 31 % of the
+  words. CER cannot show an early stop once loops have pushed it above 1; coverage can. Scripts written
+  without spaces (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) count each character as a word, so
+  a Japanese page is not one "word" that is either all there or missing.
 
 Both strings are normalised first: Unicode NFC (a decomposed "Café" is otherwise 2 edits from the
 composed one) and collapsed whitespace; each step can be turned off.
@@ -14,12 +20,13 @@ composed one) and collapsed whitespace; each step can be turned off.
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections import Counter
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
-from rapidfuzz.distance import Indel, Levenshtein
+from rapidfuzz.distance import Indel, LCSseq, Levenshtein
 
 
 class FidelityConfig(BaseModel):
@@ -51,6 +58,31 @@ def wer(hypothesis: str, reference: str) -> float:
     if not ref_words:
         return 0.0 if not hyp_words else float(len(hyp_words))
     return Levenshtein.distance(hyp_words, ref_words) / len(ref_words)
+
+
+# scripts written without spaces between words: each character counts as a word for coverage
+_NO_SPACE = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORD = re.compile(f"[{_NO_SPACE}]|[^\\s{_NO_SPACE}]+")
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated words, with each character of a script written without spaces on its own."""
+    return _WORD.findall(text)
+
+
+def coverage(hypothesis: str, reference: str) -> float:
+    """Share of the reference's words reproduced in order (LCS over words), on normalised strings."""
+    ref_words = words(reference)
+    if not ref_words:
+        return 1.0
+    return LCSseq.similarity(words(hypothesis), ref_words) / len(ref_words)
+
+
+def word_ratio(hypothesis: str, reference: str, cfg: FidelityConfig | None = None) -> float | None:
+    """The candidate's word count / the reference's (as ``coverage`` counts words); None for an empty reference."""
+    cfg = cfg or FidelityConfig()
+    ref_words = words(normalise(reference, cfg))
+    return len(words(normalise(hypothesis, cfg))) / len(ref_words) if ref_words else None
 
 
 def _ngrams(words: list[str], n: int) -> Counter:
@@ -95,4 +127,5 @@ def fidelity(hypothesis: str, reference: str, cfg: FidelityConfig | None = None)
         "similarity": round(1 - distance / longest if longest else 1.0, 6),
         "bleu4": round(bleu, 6),
         "composite": round((lev_ratio + bleu) / 2, 6),
+        "coverage": round(coverage(hyp, ref), 6),
     }

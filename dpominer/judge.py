@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +94,29 @@ def json_schema(rubric: Rubric) -> dict[str, Any]:
                                         "additionalProperties": False}}}
 
 
-_TAGS = re.compile(r"</?\s*(document|candidate)\s*>", re.IGNORECASE)
+FENCES = ("document", "candidate")
+_OPEN, _CLOSE = "<＜﹤‹〈⟨〈", ">＞﹥›〉⟩〉"
+_TAG_LIKE = re.compile(f"[{_OPEN}]([^{_OPEN}{_CLOSE}]{{0,80}})([{_CLOSE}]?)")
+_INVISIBLE = re.compile(r"[\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
+                        r"\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0/\\]")
+
+
+def _fence_name(body: str) -> bool:
+    """Whether a tag-like body (``/candidate``, `` /Document id=1``, ``／ｃａｎｄｉｄａｔｅ``, ``cand\u200bidate``)
+    names one of our fences once width (NFKC), case, whitespace, invisible characters and slashes are
+    set aside."""
+    name = _INVISIBLE.sub("", unicodedata.normalize("NFKC", body)).casefold()
+    return name.startswith(FENCES)
 
 
 def fence(text: str) -> str:
-    """Data that cannot close (or open) our tags: ``</candidate>`` inside it becomes ``[/candidate]``."""
-    return _TAGS.sub(lambda m: "[" + m.group(0).strip("<>").replace(" ", "") + "]", text)
+    """Data that cannot close (or open) our tags: any tag-like sequence whose name normalises to a fence
+    name has its angle brackets replaced, ``</candidate>`` → ``[/candidate]``; other tags stay as written."""
+    def defuse(match: re.Match) -> str:
+        body, close = match.group(1), match.group(2)
+        return f"[{body}{']' if close else ''}" if _fence_name(body) else match.group(0)
+
+    return _TAG_LIKE.sub(defuse, text)
 
 
 def messages(task_text: str, candidate: str, rubric: Rubric) -> list[dict[str, str]]:
@@ -160,9 +178,14 @@ def parse(raw: str, rubric: Rubric) -> dict[str, Any]:
         bad = [c.name for c in rubric.criteria if c.name in scores and not (
             isinstance(scores[c.name], int | float) and not isinstance(scores[c.name], bool)
             and 1 <= scores[c.name] <= rubric.scale)]
-        if missing or bad:
-            problem = f"missing {', '.join(missing)}" if missing else f"not 1..{rubric.scale}: {', '.join(bad)}"
+        fractional = [f"{c.name}={scores[c.name]}" for c in rubric.criteria if c.name not in bad and c.name in scores
+                      and scores[c.name] != int(scores[c.name])]
+        if missing or bad or fractional:
+            problem = (f"missing {', '.join(missing)}" if missing else f"not 1..{rubric.scale}: {', '.join(bad)}"
+                       if bad else f"not whole numbers (the scale is integers; fractions are refused, not "
+                                   f"rounded): {', '.join(fractional)}")
             continue
+        scores = {c.name: int(scores[c.name]) for c in rubric.criteria}  # 7.0 is 7
         total = sum(c.weight for c in rubric.criteria)
         score = sum(c.weight * (scores[c.name] - 1) / (rubric.scale - 1) for c in rubric.criteria) / total
         return {"score": round(score, 4), "criteria": {c.name: scores[c.name] for c in rubric.criteria},

@@ -8,7 +8,6 @@ Output goes to ``OUT.partial``, flushed per chunk, renamed when done: ``--resume
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +17,12 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Request, SamplingSpec
+from .images import rebase_record
 from .judge import DEFAULT_RUBRIC, RETRY_NOTE, JudgeError, Rubric, json_schema, messages, parse, spearman
-from .mining import ScoreConfig, Summary, count_record, scored_records
-from .records import CandidateRecord, Document, InputError
-from .sample import SampleConfig, chunks, derive_seed, make_backend, partial_path, recover_partial, render
+from .mining import ScoreConfig, Summary, count_record, judge_record_omissions, scored_records
+from .partial import PartialOutput
+from .records import CandidateRecord, Document
+from .sample import BackendFailed, SampleConfig, chunks, derive_seed, make_backend, render
 
 
 class JudgeConfig(BaseModel):
@@ -32,6 +33,7 @@ class JudgeConfig(BaseModel):
     max_tokens: int = Field(256, ge=16)
     temperature: float = Field(0.0, ge=0, description="first attempt; a retry samples at 0.7")
     retries: int = Field(1, ge=0)
+    server_retries: int = Field(5, ge=0, description="backend openai: retries of a failed request, with backoff")
     chunk_size: int = Field(32, ge=1, description="records per backend call (and per flush)")
     seed: int = 0
     base_url: str | None = None
@@ -42,15 +44,15 @@ class JudgeConfig(BaseModel):
 
 def make_judge_backend(cfg: JudgeConfig):
     return make_backend(SampleConfig(model=cfg.model, backend=cfg.backend, base_url=cfg.base_url, dtype=cfg.dtype,
-                                     max_model_len=cfg.max_model_len, threads=cfg.threads,
+                                     max_model_len=cfg.max_model_len, threads=cfg.threads, retries=cfg.server_retries,
                                      sampling=SamplingSpec(n=1, seed=cfg.seed)))
 
 
 def task_text(record: CandidateRecord) -> str:
     """What the model was asked: the last user message, or the prompt string."""
     if record.messages is not None:
-        users = [m.content for m in record.messages if m.role == "user"]
-        return users[-1] if users else record.messages[-1].content
+        users = [m.text for m in record.messages if m.role == "user"]
+        return users[-1] if users else record.messages[-1].text
     return record.prompt or ""
 
 
@@ -98,6 +100,11 @@ def judge_chunk(chunk: list[CandidateRecord], backend, cfg: JudgeConfig, counts:
                 asked.append((record, cand, request))
         results = backend.generate([r for _, _, r in asked], spec) if asked else []
         counts["calls"] += bool(asked)
+        failure = next((f"{r.doc_id}: {c.extra['failed']}" for (_, _, r), comps in zip(asked, results, strict=True)
+                        for c in comps if "failed" in c.extra), None)
+        if failure is not None:  # a dead judge server: stop, and keep the chunks judged before
+            raise BackendFailed(f"{failure}; the records judged before this chunk are kept: rerun with --resume "
+                                "once the judge answers")
         for (record, cand, _), completions in zip(asked, results, strict=True):
             raw = completions[0].text if completions else ""
             try:
@@ -113,32 +120,36 @@ def judge_chunk(chunk: list[CandidateRecord], backend, cfg: JudgeConfig, counts:
         counts["errors"] += 1
 
 
-def run_judged_score(src: Path, dst: Path, score_cfg: ScoreConfig, cfg: JudgeConfig, backend, *,
-                     resume: bool = False, skip_invalid: bool = False,
+RESUME_EXEMPT = {"backend", "base_url", "chunk_size", "threads", "dtype", "max_model_len", "server_retries"}
+
+
+def judge_partial(dst: Path, score_cfg: ScoreConfig, cfg: JudgeConfig) -> PartialOutput:
+    """``OUT.partial`` of a judged scoring run, with the settings a ``--resume`` must keep: the judge model,
+    rubric and criteria, its sampling and retries, and the scoring settings (they decide what is judged)."""
+    settings = {"judge": cfg.model_dump(mode="json", exclude=RESUME_EXEMPT), "score": score_cfg.model_dump(mode="json")}
+    return PartialOutput(dst, settings)
+
+
+def run_judged_score(src: Path, partial: PartialOutput, score_cfg: ScoreConfig, cfg: JudgeConfig, backend, *,
+                     done: set[str] = frozenset(), skip_invalid: bool = False,
                      on_chunk: Callable[[int], None] | None = None) -> Summary:
-    partial = partial_path(dst)
-    done: set[str] = set()
-    if partial.exists():
-        if not resume:
-            raise InputError(f"{partial}: left by an interrupted run; pass --resume to continue it, or delete it")
-        done = recover_partial(partial)
+    """Score and judge the records of ``src`` not in ``done`` (started: ``partial.start``) into ``partial``."""
     summary = Summary()
     counts: Counter = Counter(resumed_records=len(done))
     agreement: list[tuple[float, float]] = []
     todo = (r for r in scored_records(src, score_cfg, skip_invalid, summary, None) if r.id not in done)
-    with partial.open("ab") as out:
-        for chunk in chunks(todo, cfg.chunk_size):
-            judge_chunk(chunk, backend, cfg, counts, rescore=score_cfg.rescore)
-            for record in chunk:
-                count_record(summary, record)
-                agreement += [(c.judge["score"], c.fidelity["cer"]) for c in record.candidates
-                              if c.judge and "score" in c.judge and c.fidelity and "cer" in c.fidelity]
-                out.write(orjson.dumps(record.model_dump(exclude_none=True)) + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-            if on_chunk is not None:
-                on_chunk(len(chunk))
-    os.replace(partial, dst)
+    for chunk in chunks(todo, cfg.chunk_size):
+        judge_chunk(chunk, backend, cfg, counts, rescore=score_cfg.rescore)
+        for record in chunk:
+            judge_record_omissions(record, cfg.rubric.scale, score_cfg)
+            count_record(summary, record)
+            agreement += [(c.judge["score"], c.fidelity["cer"]) for c in record.candidates
+                          if c.judge and "score" in c.judge and c.fidelity and "cer" in c.fidelity]
+        partial.append(orjson.dumps(rebase_record(record.model_dump(exclude_none=True), src.parent,
+                                                  partial.output.parent)) + b"\n" for record in chunk)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+    partial.finish()
     rho = spearman([a for a, _ in agreement], [b for _, b in agreement])
     summary.judge = dict(counts) | {"judge_vs_cer_spearman": None if rho is None else round(rho, 4),
                                     "judge_vs_cer_n": len(agreement)}

@@ -7,6 +7,7 @@ seen, for the duplicate check), so memory stays flat in the number of documents.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,15 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .checks import CheckError, CheckSpec, compiled, resolve_names, run_checks
 from .degeneration import DetectorConfig, detect
-from .fidelity import FidelityConfig, fidelity
+from .fidelity import FidelityConfig, fidelity, word_ratio
+from .images import rebase_record
+from .omission import OmissionConfig, judge_omission, judged_omission
 from .pairing import PairConfig, make_pairs
-from .records import CandidateRecord, InputError, atomic_output, dumps, iter_jsonl
+from .records import CandidateRecord, InputError, Pair, atomic_output, dumps, iter_jsonl
 
 
 class ScoreConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
+    omission: OmissionConfig = Field(default_factory=OmissionConfig)
     rescore: bool = Field(False, description="recompute scores that a record already carries")
     checks: tuple[CheckSpec, ...] = Field((), description="failure checks run on every candidate ([[checks]])")
 
@@ -40,6 +44,54 @@ class PairRunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     policy: PairConfig = Field(default_factory=PairConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+
+
+def _side_text(value: str | list[dict[str, Any]]) -> str:
+    """A pair side's text: the string, or its messages' contents (plain or as text parts)."""
+    if isinstance(value, str):
+        return value
+    out = []
+    for message in value:
+        content = message.get("content", "")
+        out += [content] if isinstance(content, str) else [p.get("text", "") for p in content if isinstance(p, dict)]
+    return "".join(out)
+
+
+@dataclass
+class PairLengths:
+    """Chosen vs rejected length over the pairs written, in constant memory (characters).
+
+    A pair set whose rejected sides are all longer than their chosen sides teaches length, not loops:
+    ``rejected_longer_share`` near 1 is the warning sign."""
+
+    pairs: int = 0
+    chosen_chars: int = 0
+    rejected_chars: int = 0
+    rejected_longer: int = 0
+    log_ratio_sum: float = 0.0
+    by_reason: dict[str, list[int]] = field(default_factory=dict)  # reason → [pairs, rejected longer]
+
+    def add(self, pair: Pair) -> None:
+        chosen, rejected = len(_side_text(pair.chosen)), len(_side_text(pair.rejected))
+        self.pairs += 1
+        self.chosen_chars += chosen
+        self.rejected_chars += rejected
+        self.rejected_longer += rejected > chosen
+        self.log_ratio_sum += math.log(max(chosen, 1) / max(rejected, 1))
+        counts = self.by_reason.setdefault(pair.reason, [0, 0])
+        counts[0] += 1
+        counts[1] += rejected > chosen
+
+    def as_dict(self) -> dict[str, Any]:
+        n = max(self.pairs, 1)
+        return {
+            "chosen_rejected_ratio": round(self.chosen_chars / max(self.rejected_chars, 1), 4),
+            "chosen_rejected_ratio_geomean": round(math.exp(self.log_ratio_sum / n), 4),
+            "chosen_chars_mean": round(self.chosen_chars / n, 1),
+            "rejected_chars_mean": round(self.rejected_chars / n, 1),
+            "rejected_longer_share": round(self.rejected_longer / n, 4),
+            "rejected_longer_share_by_reason": {k: round(v[1] / v[0], 4) for k, v in sorted(self.by_reason.items())},
+        }
 
 
 @dataclass
@@ -58,6 +110,8 @@ class Summary:
     no_pair: Counter = field(default_factory=Counter)
     cer_sum: float = 0.0
     cer_count: int = 0
+    omission: Counter = field(default_factory=Counter)
+    lengths: PairLengths = field(default_factory=PairLengths)
     skipped_messages: list[str] = field(default_factory=list)
     judge: dict[str, Any] = field(default_factory=dict)  # set by `score --judge`
     check_failures: Counter = field(default_factory=Counter)  # check name → candidates failing it
@@ -77,10 +131,12 @@ class Summary:
             "kinds": dict(self.kinds),
             "finish_reasons": dict(self.finish_reasons),
             "mean_cer": round(self.cer_sum / self.cer_count, 6) if self.cer_count else None,
+            "omission": dict(self.omission),
             "pairs": self.pairs,
             "pairs_by_reason": dict(self.pairs_by_reason),
             "chosen_source": dict(self.chosen_source),
             "documents_without_pair": dict(self.no_pair),
+            **({"pair_lengths": self.lengths.as_dict()} if self.pairs else {}),
             **({"judge": self.judge} if self.judge else {}),
             **({"checks": {name: {"checked": n, "failed": self.check_failures[name]}
                            for name, n in self.checked.items()}} if self.checked else {}),
@@ -119,16 +175,34 @@ def check_record(record: CandidateRecord, cfg: ScoreConfig) -> None:
 
 def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
     """Annotate every candidate with ``degeneration``, ``checks`` (when configured) and, given a
-    reference, ``fidelity``. A user check that raises is a CheckError."""
+    reference, ``fidelity`` (coverage included) and ``omission``. A user check that raises is a
+    CheckError."""
     if cfg.checks:
         check_record(record, cfg)
     for cand in record.candidates:
         if cand.degeneration is None or cfg.rescore:
             cand.degeneration = detect(cand.text, token_ids=cand.token_ids, finish_reason=cand.finish_reason,
-                                       reference=record.reference, cfg=cfg.detector)
-        if record.reference is not None and (cand.fidelity is None or cfg.rescore):
+                                       reference=record.reference, token_logprobs=cand.token_logprobs,
+                                       cfg=cfg.detector)
+        if record.reference is None:
+            continue
+        if cand.fidelity is None or "coverage" not in cand.fidelity or cfg.rescore:
             cand.fidelity = fidelity(cand.text, record.reference, cfg.fidelity)
+        if cand.finish_reason != "error" and (cand.omission is None or cfg.rescore):
+            cand.omission = judge_omission(cand.fidelity["coverage"], cand.finish_reason,
+                                           cand.degeneration.verdict == "degenerate", cfg.omission,
+                                           word_ratio(cand.text, record.reference, cfg.fidelity))
     return record
+
+
+def judge_record_omissions(record: CandidateRecord, scale: int, cfg: ScoreConfig) -> None:
+    """Without a reference, the judge's completeness criterion gives the ``omission`` verdict."""
+    if record.reference is not None:
+        return
+    for cand in record.candidates:
+        if cand.judge and "score" in cand.judge and (cand.omission is None or cfg.rescore):
+            degenerate = cand.degeneration is not None and cand.degeneration.verdict == "degenerate"
+            cand.omission = judged_omission(cand.judge, scale, cand.finish_reason, degenerate, cfg.omission)
 
 
 def count_record(summary: Summary, record: CandidateRecord) -> None:
@@ -143,6 +217,8 @@ def count_record(summary: Summary, record: CandidateRecord) -> None:
         if cand.fidelity and "cer" in cand.fidelity:
             summary.cer_sum += cand.fidelity["cer"]
             summary.cer_count += 1
+        if cand.omission is not None:
+            summary.omission[cand.omission.verdict] += 1
         for result in cand.checks or ():
             summary.checked[result.name] += 1
             summary.check_failures[result.name] += not result.passed
@@ -194,7 +270,7 @@ def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = Fa
     with atomic_output(dst) as out:
         for record in scored_records(src, cfg, skip_invalid, summary, progress):
             count_record(summary, record)
-            out.write(dumps(record))
+            out.write(dumps(rebase_record(record.model_dump(exclude_none=True), src.parent, dst.parent)))
     return summary
 
 
@@ -211,5 +287,6 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
                 summary.pairs += 1
                 summary.pairs_by_reason[pair.reason] += 1
                 summary.chosen_source[pair.chosen_source] += 1
-                out.write(dumps(pair))
+                summary.lengths.add(pair)
+                out.write(dumps(rebase_record(pair.model_dump(exclude_none=True), src.parent, dst.parent)))
     return summary

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .records import InputError
@@ -32,18 +34,92 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DPOMINER_CACHE", Path.home() / ".cache" / "dpominer"))
 
 
+WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.safetensors.index.json", "*.bin.index.json")
+TOKENIZER = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def local_model_dir(name: str) -> Path | None:
+    """The folder a model name stands for on this machine (an alias's cache folder), or None (a hub id)."""
+    if name in ALIASES:
+        return cache_dir() / "models" / name
+    path = Path(name).expanduser()
+    return path if path.is_dir() else None
+
+
+def check_model_dir(path: Path, name: str) -> None:
+    """A loadable transformers folder: a config, weights and a tokenizer (a half download has not all)."""
+    ggufs = sorted(p.name for p in path.glob("*.gguf"))
+    if not (path / "config.json").exists():
+        hint = (f" (it holds {ggufs[0]}: a GGUF alone is not loadable here; convert it to safetensors with "
+                "transformers' gguf_file loader, as dpominer does for smollm2-135m-instruct)") if ggufs else ""
+        raise InputError(f"--model {name}: {path} has no config.json; expected a transformers model folder "
+                         f"(config.json, weights, tokenizer){hint}")
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHTS):
+        raise InputError(f"--model {name}: {path} has no weights (*.safetensors or *.bin); an unfinished "
+                         "download or copy? expected config.json, weights and a tokenizer")
+    if not any((path / f).exists() for f in TOKENIZER):
+        raise InputError(f"--model {name}: {path} has no tokenizer (tokenizer.json or tokenizer_config.json); "
+                         "expected config.json, weights and a tokenizer")
+
+
 def resolve_model(name: str) -> str:
     """A local directory for an alias (built on first use) or a path; anything else is a hub id."""
     if name in ALIASES:
         return str(_materialise_alias(name))
     path = Path(name).expanduser()
+    if path.is_file():
+        what = "a GGUF file: convert it to a transformers folder first" if path.suffix == ".gguf" else "a file"
+        raise InputError(f"--model {name}: {what}; expected a model folder (config.json, weights, tokenizer) "
+                         "or a hub id")
     if path.exists():
-        if not (path / "config.json").exists():
-            raise InputError(f"--model: {path} has no config.json (not a transformers model directory)")
+        check_model_dir(path, name)
         return str(path.resolve())
-    if name.startswith((".", "/", "~")):
-        raise InputError(f"--model: {name} does not exist")
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise InputError(f"--model: {name} does not exist (no such folder; a hub id is 'org/name')")
+    if not _in_hub_cache(name):
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+            raise InputError(f"--model {name}: not a local folder, and not in the Hugging Face cache while "
+                             "HF_HUB_OFFLINE is set; give a model folder, or fetch it online first")
+        if (why := _hub_unreachable()) is not None:  # fail now, not after minutes of retries
+            raise InputError(f"--model {name}: not a local folder, not in the Hugging Face cache, and the hub "
+                             f"cannot be reached ({why}); check the name, or give a model folder")
     return name  # a hub id: transformers / vLLM fetch it (needs network or a filled HF cache)
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub (``$HF_ENDPOINT``) cannot be reached, or None when a connection opens."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{url.hostname}: {exc.strerror or exc}"
+    return None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return True
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+@contextmanager
+def loading(name: str) -> Iterator[None]:
+    """Loading a model or tokenizer: a hub id that cannot be fetched, or files transformers or vLLM
+    cannot read, become one line naming the model, not a traceback."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"--model {name}: cannot load it: {first[:300]}") from None
 
 
 def _materialise_alias(name: str) -> Path:

@@ -5,23 +5,32 @@ Default policy (``PairConfig``):
 * **chosen** — the best clean candidate (lowest CER; without a reference the best judge score, or a
   clean candidate that stopped on its own), or the reference when no candidate is clean and good
   enough (``chosen_from="auto"``). ``candidates`` never uses the reference, ``reference`` always does.
-* **rejected** — degenerate candidates first, most severe first; then candidates that fail a check
-  (``score --check``; most failed checks first), never chosen; then candidates clearly worse than
-  the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge (``score_by``), a judge
-  score lower by at least ``min_judge_margin``. Suspect candidates are never chosen and only rejected
-  as worse; candidates whose judging failed are neither chosen nor rejected as worse. Near-duplicates
-  collapse to one (rapidfuzz ratio).
+* **rejected** — degenerate candidates, candidates that fail a check (``score --check``; most failed
+  checks first; never chosen) and *omissions* (candidates that stopped on their own before
+  reproducing the reference, ``omission.verdict == "omission"``; without a reference, by the judge's
+  completeness), taken in turn — a loop, a failed check, an omission, a loop, … — so that a document
+  with several kinds gives pairs of each and the pair set does not only ever reject the longer side
+  (which teaches the model to stop early, not to avoid loops); most severe loop / lowest coverage
+  first. A candidate counts as the first of these kinds it is (degenerate, then failed check, then
+  omission). Then candidates clearly worse than the chosen one: CER higher by at least
+  ``min_margin`` or, ranked by the judge (``score_by``), a judge score lower by at least
+  ``min_judge_margin``. Suspect candidates are never chosen and only rejected as worse; candidates
+  whose judging failed are neither chosen nor rejected as worse. Near-duplicates collapse to one
+  (rapidfuzz ratio). An omission is never chosen.
 * at most ``max_pairs_per_doc`` pairs per document.
 """
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import fuzz
 
+from .images import dump_refs
 from .records import Candidate, CandidateRecord, Pair
 
 
@@ -34,6 +43,8 @@ class PairConfig(BaseModel):
     max_pairs_per_doc: int = Field(4, ge=1)
     dedup_threshold: float = Field(95.0, ge=0, le=100, description="rapidfuzz ratio at which candidates collapse")
     reject_worse: bool = Field(True, description="also reject clean candidates of clearly worse fidelity")
+    reject_omission: bool = Field(True, description="reject candidates that stopped early (omission) against a "
+                                                    "complete chosen side or the reference")
     score_by: Literal["auto", "fidelity", "judge"] = Field(
         "auto", description="rank candidates by CER (needs a reference) or judge score; auto: CER when there "
                             "is a reference, else the judge when candidates were judged")
@@ -46,12 +57,22 @@ class PairOutcome:
     no_pair_reason: str | None  # set when a document yields no pair
 
 
+def _usable(cand: Candidate) -> bool:
+    """A candidate the model really wrote: not a failed request (``finish_reason`` "error", what a dead
+    server leaves), not blank. Only these become either side of a pair."""
+    return cand.finish_reason != "error" and not getattr(cand, "error", None) and bool(cand.text.strip())
+
+
 def _verdict(cand: Candidate) -> str:
     return cand.degeneration.verdict if cand.degeneration else "clean"
 
 
 def _cer(cand: Candidate) -> float | None:
     return cand.fidelity.get("cer") if cand.fidelity else None
+
+
+def _omitted(cand: Candidate) -> bool:
+    return cand.omission is not None and cand.omission.verdict == "omission"
 
 
 def _judge_score(cand: Candidate) -> float | None:
@@ -77,6 +98,8 @@ def _scores(cand: Candidate) -> dict[str, Any]:
         out["failed_checks"] = cand.failed_checks
     if cand.fidelity:
         out["fidelity"] = cand.fidelity
+    if cand.omission is not None:
+        out["omission"] = cand.omission.model_dump(exclude_none=True)
     if _judge_score(cand) is not None:
         out["judge"] = {"score": _judge_score(cand), "criteria": cand.judge.get("criteria")}  # type: ignore[union-attr]
     return out
@@ -84,7 +107,7 @@ def _scores(cand: Candidate) -> dict[str, Any]:
 
 def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
     """Best clean candidate that passes every check and None, or None and why none qualifies."""
-    clean = [c for c in record.candidates if _verdict(c) == "clean" and c.finish_reason != "error" and c.text.strip()]
+    clean = [c for c in record.candidates if _verdict(c) == "clean" and _usable(c) and not _omitted(c)]
     if clean and all(c.failed_checks for c in clean):
         return None, "no_candidate_passing_checks"
     clean = [c for c in clean if not c.failed_checks]
@@ -109,14 +132,19 @@ def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[C
 
 def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_cer: float | None, cfg: PairConfig,
                     mode: str) -> list[tuple[Candidate, str]]:
-    degenerate = sorted((c for c in record.candidates if _verdict(c) == "degenerate"),
+    usable = [c for c in record.candidates if _usable(c)]
+    degenerate = sorted((c for c in usable if _verdict(c) == "degenerate"),
                         key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
-    ordered = [(c, "rejected_degenerate") for c in degenerate]
-    # A failed check outranks any fidelity or judge comparison; the rest are compared on scores.
-    failing = sorted((c for c in record.candidates if _verdict(c) != "degenerate" and c.failed_checks),
+    # A failed check outranks an omission and any fidelity or judge comparison.
+    failing = sorted((c for c in usable if _verdict(c) != "degenerate" and c.failed_checks),
                      key=lambda c: (-len(c.failed_checks), c.index))
-    ordered += [(c, "rejected_failed_check") for c in failing]
-    rest = [c for c in record.candidates if _verdict(c) != "degenerate" and not c.failed_checks]
+    rest = [c for c in usable if _verdict(c) != "degenerate" and not c.failed_checks]
+    omitted = sorted((c for c in rest if cfg.reject_omission and _omitted(c)),
+                     key=lambda c: (c.omission.coverage or 0.0, c.index))  # type: ignore[union-attr]
+    ordered = _alternate([(c, "rejected_degenerate") for c in degenerate],
+                         [(c, "rejected_failed_check") for c in failing],
+                         [(c, "rejected_omission") for c in omitted])
+    rest = [c for c in rest if not _omitted(c)]
     if cfg.reject_worse and mode == "fidelity" and chosen_cer is not None:
         worse = [c for c in rest if _cer(c) is not None
                  and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
@@ -129,8 +157,47 @@ def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_ce
     return ordered
 
 
-def _completion(text: str, conversational: bool) -> str | list[dict[str, Any]]:
-    return [{"role": "assistant", "content": text}] if conversational else text
+NEAR_DUP_WINDOW = 4096  # characters of each end compared when texts are longer than twice this
+
+
+def _norm_key(text: str) -> bytes:
+    """A digest of the text after NFC and collapsed whitespace (the fidelity normalisation)."""
+    return hashlib.blake2b(" ".join(unicodedata.normalize("NFC", text).split()).encode(), digest_size=16).digest()
+
+
+def near_duplicate(a: str, b: str, threshold: float) -> bool:
+    """rapidfuzz ratio ≥ ``threshold``, at a cost bounded in the texts' length.
+
+    Equal texts match at once (``make_pairs`` also matches texts equal after normalising, by digest);
+    texts whose lengths alone rule the ratio out (it is at most 200·min/(sum) %) are not compared;
+    texts longer than 2 × ``NEAR_DUP_WINDOW`` are compared on their first and last ``NEAR_DUP_WINDOW``
+    characters (where a loop shows its unit), so a few multi-megabyte loops cost what a few pages do."""
+    if a == b:
+        return True
+    short, long_ = sorted((len(a), len(b)))
+    if 200.0 * short / max(short + long_, 1) < threshold:
+        return False
+    window = NEAR_DUP_WINDOW
+    if long_ > 2 * window:
+        a = a[:window] + a[-window:] if len(a) > 2 * window else a
+        b = b[:window] + b[-window:] if len(b) > 2 * window else b
+    return fuzz.ratio(a, b, score_cutoff=threshold) > 0 if threshold > 0 else True
+
+
+def _alternate(*lists: list) -> list:
+    """a1, b1, c1, a2, b2, c2, …, then the rest of the longer lists in the same turn."""
+    out = []
+    for i in range(max(map(len, lists), default=0)):
+        for items in lists:
+            out += items[i:i + 1]
+    return out
+
+
+def _completion(text: str, conversational: bool, parts: bool = False) -> str | list[dict[str, Any]]:
+    """The reply as TRL wants it; for image documents in content parts, as VLM chat templates expect."""
+    if not conversational:
+        return text
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}] if parts else text}]
 
 
 def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
@@ -157,26 +224,28 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     if not chosen_text.strip():
         return PairOutcome([], "empty_reference")
 
-    picked: list[tuple[Candidate, str]] = []
+    picked: list[tuple[Candidate, str, bytes]] = []
+    chosen_key = _norm_key(chosen_text)
     for cand, reason in _rejected_order(record, chosen, chosen_cer, cfg, mode):
         if len(picked) >= cfg.max_pairs_per_doc:
             break
-        if chosen is not None and cand.index == chosen.index:
+        key = _norm_key(cand.text)  # each text normalised once, however many it is compared with
+        if (chosen is not None and cand.index == chosen.index) or key == chosen_key:
+            continue  # nothing to prefer: the same text on both sides
+        if any(key == other_key or near_duplicate(cand.text, other.text, cfg.dedup_threshold)
+               for other, _, other_key in picked):
             continue
-        near_dup = any(fuzz.ratio(cand.text, other.text, score_cutoff=cfg.dedup_threshold)
-                       for other, _ in picked)
-        if near_dup:
-            continue
-        picked.append((cand, reason))
+        picked.append((cand, reason, key))
     if not picked:
         return PairOutcome([], "no_rejected")
 
-    conversational = record.conversational
+    conversational, parts = record.conversational, record.has_images
     pairs = [
         Pair(
             prompt=record.prompt_value(),
-            chosen=_completion(chosen_text, conversational),
-            rejected=_completion(cand.text, conversational),
+            chosen=_completion(chosen_text, conversational, parts),
+            rejected=_completion(cand.text, conversational, parts),
+            images=dump_refs(record.images) if record.images else None,
             id=record.id,
             reason=reason,
             chosen_source="reference" if use_reference else "candidate",
@@ -185,6 +254,6 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
             chosen_scores=chosen_scores,
             rejected_scores=_scores(cand),
         )
-        for cand, reason in picked
+        for cand, reason, _ in picked
     ]
     return PairOutcome(pairs, None)

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .images import ImageRef, PdfPage
+from .omission import Omission
 
 FinishReason = Literal["stop", "length", "repetition", "error"]
 
@@ -24,10 +27,36 @@ class InputError(Exception):
     """Bad user input, reported as one line (``path:LINE: message``) and exit code 1."""
 
 
+class ContentPart(BaseModel):
+    """A part of a multimodal message: ``{"type": "image"}`` (the next of the document's images) or
+    ``{"type": "text", "text": …}``."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["image", "text"]
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_has_text(self):
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs 'text'")
+        return self
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: str
+    content: str | list[ContentPart]
+
+    @property
+    def text(self) -> str:
+        """The message's text (text parts joined); images left out."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+    @property
+    def image_parts(self) -> int:
+        return 0 if isinstance(self.content, str) else sum(part.type == "image" for part in self.content)
 
 
 class _Prompted(BaseModel):
@@ -38,7 +67,15 @@ class _Prompted(BaseModel):
     prompt: str | None = None
     messages: list[Message] | None = None
     reference: str | None = None
+    images: list[ImageRef] | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _refs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [PdfPage.model_validate(v) if isinstance(v, dict) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _one_input(self):
@@ -46,6 +83,13 @@ class _Prompted(BaseModel):
             raise ValueError("needs exactly one of 'prompt' (string) or 'messages' (list of {role, content})")
         if self.messages is not None and not self.messages:
             raise ValueError("'messages' is empty")
+        parts = sum(m.image_parts for m in self.messages or [])
+        if self.images is not None or parts:
+            images = len(self.images or [])
+            if self.messages is None:
+                raise ValueError("'images' need 'messages' with one {\"type\": \"image\"} content part per image")
+            if parts != images:
+                raise ValueError(f"{parts} image content part(s) in 'messages' but {images} entries in 'images'")
         if not self.id:
             # Stable across processes and machines (never Python's salted hash()).
             self.id = "doc-" + hashlib.blake2b(orjson.dumps(self.prompt_value()), digest_size=8).hexdigest()
@@ -55,10 +99,14 @@ class _Prompted(BaseModel):
     def conversational(self) -> bool:
         return self.messages is not None
 
+    @property
+    def has_images(self) -> bool:
+        return bool(self.images)
+
     def prompt_value(self) -> str | list[dict[str, Any]]:
         """The prompt as TRL wants it: the string, or the message list."""
         if self.messages is not None:
-            return [m.model_dump() for m in self.messages]
+            return [m.model_dump(exclude_none=True) for m in self.messages]
         assert self.prompt is not None
         return self.prompt
 
@@ -97,9 +145,11 @@ class Candidate(BaseModel):
     cumulative_logprob: float | None = None
     seed: int | None = None
     token_ids: list[int] | None = None
+    token_logprobs: list[float] | None = None  # `sample --logprobs`: one per token id, 2 decimals
     degeneration: Degeneration | None = None
     fidelity: dict[str, float] | None = None
     judge: dict[str, Any] | None = None
+    omission: Omission | None = None
     checks: list[CheckResult] | None = None
 
     @property
@@ -114,6 +164,16 @@ class CandidateRecord(_Prompted):
     sampling: dict[str, Any] = Field(default_factory=dict)
     candidates: list[Candidate]
 
+    @model_validator(mode="after")
+    def _unique_indices(self):
+        """A pair names its sides by index: two candidates with one index would make that ambiguous."""
+        seen: set[int] = set()
+        for position, cand in enumerate(self.candidates):
+            if cand.index in seen:
+                raise ValueError(f"candidates[{position}].index {cand.index} repeats")
+            seen.add(cand.index)
+        return self
+
 
 class Pair(BaseModel):
     """A TRL-compatible preference pair plus provenance."""
@@ -122,6 +182,7 @@ class Pair(BaseModel):
     prompt: str | list[dict[str, Any]]
     chosen: str | list[dict[str, Any]]
     rejected: str | list[dict[str, Any]]
+    images: list[Any] | None = None  # paths / {"pdf", "page"} resolving from the pairs file's folder
     id: str
     reason: str
     chosen_source: Literal["candidate", "reference"]
@@ -222,21 +283,61 @@ def dumps(record: BaseModel | dict[str, Any]) -> bytes:
     return orjson.dumps(data) + b"\n"
 
 
+class _Checked:
+    """A file handle whose OS errors (a full disk surfaces at write, flush or close) name the output."""
+
+    def __init__(self, handle, shown: Path):
+        self._handle, self._shown = handle, shown
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as exc:
+            from .guard import WriteError
+
+            raise WriteError(self._shown, exc) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+
 @contextmanager
 def atomic_output(path: str | Path, mode: str = "wb"):
-    """Open ``path`` for writing via a temp file in the same folder; rename only on success.
+    """Open ``path`` for writing via a temp file (``.NAME.tmp-PID``) in the same folder; rename only on
+    success. The current command's output guard is asked first (an output may not replace an input).
 
-    A crash or an error leaves the final path untouched (no half-written file under its name).
+    A crash, an error or a signal leaves the final path untouched (no half-written file under its name)
+    and no temp file behind; an OS error (full disk, read-only folder, no permission) is one line naming
+    the path.
     """
+    from .guard import WriteError, check_write, ensure_folder, temp_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    check_write(path)
+    tmp = temp_path(path)
     try:
-        with tmp.open(mode) as handle:
-            yield handle
+        ensure_folder(path.parent)
+        try:
+            handle = tmp.open(mode)
+        except OSError as exc:
+            raise WriteError(path, exc) from None
+        try:
+            yield _Checked(handle, path)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            handle.close()
+        except OSError as exc:  # a full disk often shows only at the flush
+            raise WriteError(path, exc) from None
+        finally:
+            if not handle.closed:
+                try:
+                    handle.close()
+                except OSError:
+                    pass  # the error that brought us here is the one to report
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise WriteError(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

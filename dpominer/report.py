@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from .guard import check_write
 from .records import InputError, atomic_output
 
 
@@ -55,7 +56,7 @@ def _add_file(runs: Runs, path: Path) -> None:
         if "step" in first and "loss" in first:
             runs.metrics.append((label, rows))
         elif "chosen" in first and "rejected" in first:
-            runs.pairs += rows
+            runs.pairs += [row | {"_folder": path.parent} if row.get("images") else row for row in rows]
         elif "candidates" in first:
             cfg = ScoreConfig()
             for row in rows:
@@ -67,9 +68,9 @@ def _add_file(runs: Runs, path: Path) -> None:
     runs.sources.append(str(path))
 
 
-def collect(paths: list[Path]) -> Runs:
-    """Read every path; a folder contributes its eval.json, metrics.jsonl and *.jsonl files."""
-    runs = Runs()
+def input_files(paths: list[Path]) -> list[Path]:
+    """The files a report reads: each path, a folder standing for its eval.json, metrics.jsonl and *.jsonl."""
+    files = []
     for path in paths:
         if path.is_dir():
             found = [p for p in (path / "eval.json", path / "metrics.jsonl") if p.exists()]
@@ -77,12 +78,19 @@ def collect(paths: list[Path]) -> Runs:
                             and not p.name.endswith(".candidates.jsonl"))  # eval's scored copies suffice
             if not found:
                 raise InputError(f"{path}: no eval.json, metrics.jsonl or JSONL files in this folder")
-            for f in found:
-                _add_file(runs, f)
+            files += found
         elif path.exists():
-            _add_file(runs, path)
+            files.append(path)
         else:
             raise InputError(f"{path}: no such file or folder")
+    return files
+
+
+def collect(paths: list[Path]) -> Runs:
+    """Read every input file (see :func:`input_files`)."""
+    runs = Runs()
+    for path in input_files(paths):
+        _add_file(runs, path)
     return runs
 
 
@@ -93,10 +101,11 @@ def _plot_degeneration(ax, runs: Runs) -> int:
     for _, data in runs.evals:
         for row in data["models"]:
             lo, hi = row["degeneration_ci95"]
+            rate = row["degeneration_rate"]
             labels.append(row["label"])
-            rates.append(row["degeneration_rate"])
-            lows.append(row["degeneration_rate"] - lo)
-            highs.append(hi - row["degeneration_rate"])
+            rates.append(rate)
+            lows.append(max(0.0, rate - lo))  # an eval.json with rounding noise (2.8e-17 at k=0) still plots
+            highs.append(max(0.0, hi - rate))
     if labels:
         ax.bar(labels, rates, yerr=[lows, highs], capsize=6, color="#4c72b0")
         ax.set_ylabel("degenerate candidates (95 % CI)")
@@ -133,6 +142,29 @@ def _plot_checks(ax, runs: Runs) -> int:
     return len(models) * len(groups)
 
 
+def _plot_omission(axes, runs: Runs) -> int:
+    """Beside the loops: how often each model stopped early, and how much of the reference it reproduced."""
+    rows = [row for _, data in runs.evals for row in data["models"] if row.get("omission_rate") is not None]
+    if not rows:
+        return 0
+    labels = [row["label"] for row in rows]
+    rates = [row["omission_rate"] for row in rows]
+    lows = [r - row["omission_ci95"][0] for r, row in zip(rates, rows, strict=True)]
+    highs = [row["omission_ci95"][1] - r for r, row in zip(rates, rows, strict=True)]
+    axes[0].bar(labels, rates, yerr=[lows, highs], capsize=6, color="#dd8452")
+    axes[0].set_ylabel("stopped early (95 % CI)")
+    axes[0].set_title("Omission rate per model")
+    x = range(len(rows))
+    axes[1].bar(x, [row["coverage_median"] or 0 for row in rows], color="#55a868", label="median")
+    axes[1].plot(x, [row["coverage_mean"] or 0 for row in rows], "kD", label="mean")
+    axes[1].set_xticks(list(x), labels)
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_ylabel("share of the reference's words")
+    axes[1].set_title("Coverage per model")
+    axes[1].legend(loc="lower right")
+    return len(rows)
+
+
 def _side_cer(pairs: list[dict[str, Any]], side: str) -> list[float]:
     values = [(p.get(f"{side}_scores") or {}).get("fidelity", {}).get("cer") for p in pairs]
     return [v for v in values if v is not None]
@@ -161,7 +193,7 @@ def _loops(runs: Runs) -> list[tuple[int, float]]:
     if not out:
         for p in runs.pairs:
             s = p.get("rejected_scores") or {}
-            text = p["rejected"] if isinstance(p["rejected"], str) else p["rejected"][-1]["content"]
+            text = _completion_text(p["rejected"])
             if s.get("verdict") == "degenerate" and s.get("unit_len") and s.get("start_char") is not None:
                 out.append((s["unit_len"], s["start_char"] / max(len(text), 1)))
     return out
@@ -237,7 +269,32 @@ def _figure(draw, rows: int = 1, cols: int = 1) -> tuple[bytes, int]:
 
 
 def _completion_text(value: Any) -> str:
-    return value if isinstance(value, str) else value[-1]["content"]
+    if isinstance(value, str):
+        return value
+    content = value[-1]["content"]
+    if isinstance(content, list):  # content parts (image pairs)
+        return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
+    return content
+
+
+def _thumbnails(pair: dict[str, Any], width: int = 220) -> str:
+    """The pair's page images, shrunk and embedded (the page stays self-contained); a note when unreadable."""
+    from . import images
+
+    out = []
+    for i, ref in enumerate(pair.get("images") or []):
+        ref = images.PdfPage.model_validate(ref) if isinstance(ref, dict) else ref
+        try:
+            page = images.load(ref, pair["_folder"], dpi=72)
+        except ValueError as exc:
+            out.append(f"<small>images[{i}]: {html.escape(str(exc))}</small>")
+            continue
+        page.thumbnail((width, width * 2))
+        buf = io.BytesIO()
+        page.save(buf, format="PNG")
+        out.append(f'<img class=page alt="{html.escape(images.describe(ref))}" '
+                   f'src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
+    return "".join(out)
 
 
 def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
@@ -253,16 +310,36 @@ def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
 def _examples(pairs: list[dict[str, Any]], count: int) -> str:
     picked = [p for p in pairs if p.get("reason") == "rejected_degenerate"][:count] or pairs[:count]
     rows = []
+    pages = any(p.get("images") for p in picked)
     for p in picked:
         scores = p.get("rejected_scores") or {}
+        page = f"<td>{_thumbnails(p)}</td>" if pages else ""
         rows.append(
             f"<tr><td>{html.escape(str(p.get('id', '')))}<br><small>{html.escape(str(scores.get('kind') or ''))}"
-            f"</small></td><td class=t>{html.escape(_completion_text(p['chosen'])[:600])}</td>"
+            f"</small></td>{page}<td class=t>{html.escape(_completion_text(p['chosen'])[:600])}</td>"
             f"<td class=t>{_highlighted(_completion_text(p['rejected']), scores.get('start_char'))}</td></tr>")
     if not rows:
         return ""
     return ("<h2>Example pairs</h2><p>The loop is highlighted from the onset the detector found.</p>"
-            "<table><tr><th>id</th><th>chosen</th><th>rejected</th></tr>" + "".join(rows) + "</table>")
+            f"<table><tr><th>id</th>{'<th>page</th>' if pages else ''}<th>chosen</th><th>rejected</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _eval_row(m: dict[str, Any], c: dict[str, Any], checks: list[str]) -> str:
+    omission = "–" if m.get("omission_rate") is None else (
+        f"{m['omission_rate']:.1%} ({m['omission_ci95'][0]:.1%}–{m['omission_ci95'][1]:.1%})")
+    cells = [html.escape(m["label"]),
+             f"{m['degeneration_rate']:.1%} ({m['degeneration_ci95'][0]:.1%}–{m['degeneration_ci95'][1]:.1%})",
+             _fmt(c.get("degeneration_change"), "+.0%"), omission, _fmt(c.get("omission_change"), "+.0%"),
+             f"{_fmt(m.get('coverage_median'), '.2f')} / {_fmt(m.get('coverage_mean'), '.2f')}",
+             *(_rate_cell(m["checks"][n]["failure_rate"], m["checks"][n]["failure_ci95"])
+               if n in m.get("checks", {}) else "–" for n in checks),
+             _fmt(m.get("cer_mean"), ".3f"), html.escape(c.get("verdict") or "")]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
 
 
 def _rate_cell(rate: float, ci: list[float]) -> str:
@@ -271,18 +348,14 @@ def _rate_cell(rate: float, ci: list[float]) -> str:
 
 def _eval_table(runs: Runs) -> str:
     out = []
+    head = ("model", "degeneration (95 % CI)", "change vs first", "omission (95 % CI)", "change vs first",
+            "coverage median / mean", "mean CER", "what changed")
     for label, data in runs.evals:
         names = list(dict.fromkeys(n for m in data["models"] for n in m.get("checks", {})))
-        heads = "".join(f"<th>fails {html.escape(n)} (95 % CI)</th>" for n in names)
-        rows = "".join(
-            f"<tr><td>{html.escape(m['label'])}</td><td>{_rate_cell(m['degeneration_rate'], m['degeneration_ci95'])}"
-            f"</td><td>{'' if c['degeneration_change'] is None else format(c['degeneration_change'], '+.0%')}</td>"
-            + "".join(f"<td>{_rate_cell(m['checks'][n]['failure_rate'], m['checks'][n]['failure_ci95'])}</td>"
-                      if n in m.get("checks", {}) else "<td>–</td>" for n in names)
-            + f"<td>{'–' if m['cer_mean'] is None else format(m['cer_mean'], '.3f')}</td></tr>"
-            for m, c in zip(data["models"], data["changes"], strict=True))
-        out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr><th>model</th><th>degeneration (95 % CI)"
-                   f"</th><th>change vs first</th>{heads}<th>mean CER</th></tr>{rows}</table>")
+        heads = (*head[:6], *(f"fails {html.escape(n)} (95 % CI)" for n in names), *head[6:])
+        rows = "".join(_eval_row(m, c, names) for m, c in zip(data["models"], data["changes"], strict=True))
+        out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr>"
+                   + "".join(f"<th>{h}</th>" for h in heads) + f"</tr>{rows}</table>")
     return "".join(out)
 
 
@@ -290,7 +363,7 @@ STYLE = """body{font:15px/1.45 system-ui,sans-serif;max-width:1180px;margin:2em 
 img{max-width:100%;border:1px solid #ddd;margin:.4em 0}table{border-collapse:collapse;width:100%;margin:.6em 0}
 td,th{border:1px solid #ddd;padding:.35em .5em;vertical-align:top;text-align:left}td.t{font:12px/1.35 monospace;
 white-space:pre-wrap;max-width:520px}mark{background:#ffd6d6}.warn{background:#fff4d6;border-left:4px solid #e0a800;
-padding:.6em 1em}small{color:#666}"""
+padding:.6em 1em}small{color:#666}img.page{max-width:220px;margin:0}"""
 
 
 def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
@@ -305,6 +378,7 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
 
     add("degeneration_rate", "Degeneration rate per model", lambda ax: _plot_degeneration(ax, runs))
     add("check_failures", "Failure rate per check per model", lambda ax: _plot_checks(ax, runs))
+    add("omission_coverage", "Omission and coverage per model", lambda axes: _plot_omission(axes, runs), cols=2)
     add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: _plot_cer(ax, runs))
     add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), cols=2)
     add("pairs_by_reason", "Pairs by reason", lambda ax: _plot_reasons(ax, runs))
@@ -316,10 +390,12 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
     if not plots:
         raise InputError("nothing to plot: give candidate or scored files, pairs, metrics.jsonl or eval.json")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
+    assets = {name: output.with_name(f"{output.stem}-{name}.png") for name, *_ in plots}
+    for path in (output, *assets.values()):
+        check_write(path)  # every file is checked before the first is written
     sections = []
     for name, title, png, points in plots:
-        with atomic_output(output.with_name(f"{output.stem}-{name}.png")) as f:
+        with atomic_output(assets[name]) as f:
             f.write(png)
         sections.append(f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" data-points="{points}" '
                         f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')

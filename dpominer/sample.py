@@ -10,7 +10,6 @@ one, and ``--shard I/N`` picks documents by a stable hash of their id.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,13 @@ from typing import Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import images as page_images
 from .backends import Completion, Request, SamplingSpec, pick_backend
-from .models import DEFAULT_MODEL, resolve_model
+from .images import DEFAULT_DPI
+from .models import DEFAULT_MODEL, loading, resolve_model
+from .partial import PartialOutput, partial_path
 from .records import Document, InputError, iter_jsonl
+from .runinfo import meta_path
 
 T = TypeVar("T")
 
@@ -43,6 +46,8 @@ class SampleConfig(BaseModel):
     trust_remote_code: bool = False
     base_url: str | None = None
     concurrency: int = Field(8, ge=1)
+    retries: int = Field(5, ge=0, description="backend openai: retries of a failed request (backoff 0.5 s, doubling)")
+    dpi: int = Field(DEFAULT_DPI, ge=18, le=1200, description="resolution PDF pages are rendered at")
 
     @field_validator("shard")
     @classmethod
@@ -87,25 +92,40 @@ class SampleSummary:
                                              "finish_reasons", "error_examples", "seconds")}
 
 
-def partial_path(output: Path) -> Path:
-    return output.with_name(output.name + ".partial")
+RESUME_KEYS = {"model", "sampling", "chat_template", "shard", "keep_token_ids"}
 
 
-def recover_partial(partial: Path) -> set[str]:
-    """Ids of the complete records in ``partial``; a torn last line (a kill mid-write) is cut off."""
-    done: set[str] = set()
-    with partial.open("r+b") as handle:
-        good_end = 0
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break  # torn: written without its newline
-            try:
-                done.add(orjson.loads(raw)["id"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{partial}: a corrupt record before the end; delete the file to start over") from None
-            good_end += len(raw)
-        handle.truncate(good_end)
-    return done
+def resume_settings(cfg: SampleConfig) -> dict[str, Any]:
+    """What a record's texts depend on: a resumed run must use the same (the engine settings may change)."""
+    return cfg.model_dump(mode="json", include=RESUME_KEYS)
+
+
+def recorded_settings(output: Path) -> dict[str, Any] | None:
+    """The settings an earlier run recorded, where there is no ``OUT.partial.json``: a finished output's
+    meta file, else the model and sampling the first record carries (of the partial, or the output)."""
+    partial = partial_path(output)
+    meta = meta_path(output)
+    reopening = output.exists() and not partial.exists()
+    if reopening and meta.exists():
+        try:
+            config = orjson.loads(meta.read_bytes()).get("config") or {}
+            return {k: v for k, v in config.items() if k in RESUME_KEYS}
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+    source = output if reopening else partial
+    if not source.exists():
+        return None
+    with source.open("rb") as handle:
+        first = handle.readline()
+    try:
+        record = orjson.loads(first)
+        return {"model": record["model"], "sampling": record["sampling"]}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+class BackendFailed(InputError):
+    """The backend could not answer for some documents even after its retries; the run stops."""
 
 
 def render(doc: Document, tokenizer, chat_template: bool | None) -> tuple[str, list[int] | None, list | None]:
@@ -116,6 +136,8 @@ def render(doc: Document, tokenizer, chat_template: bool | None) -> tuple[str, l
         if doc.conversational or use_template:
             return "", None, messages
         return doc.prompt or "", None, None
+    if doc.messages is not None:  # text-only content parts: a text model's template wants the string
+        messages = [{**m, "content": message.text} for m, message in zip(messages, doc.messages, strict=True)]
     if use_template:
         if not getattr(tokenizer, "chat_template", None):
             raise InputError("--chat-template: the model's tokenizer has no chat template")
@@ -128,9 +150,38 @@ def render(doc: Document, tokenizer, chat_template: bool | None) -> tuple[str, l
     return text, tokenizer(text)["input_ids"], None
 
 
+def render_images(doc: Document, pictures: list, backend) -> tuple[str, list[int] | None, list]:
+    """(prompt text, its ids with the image tokens expanded, messages) of an image document. A backend
+    without a processor that tokenises itself has a text model; a server (no tokenizer) templates itself."""
+    messages = doc.prompt_value()
+    assert isinstance(messages, list)
+    processor = getattr(backend, "processor", None)
+    if processor is None:
+        if backend.tokenizer is not None:
+            raise ValueError("the model takes no images (it has no image processor)")
+        return "", None, messages
+    from . import multimodal
+
+    text = multimodal.template_text(processor, messages, generation_prompt=True)
+    return text, multimodal.encode(processor, text, pictures)["input_ids"], messages
+
+
+def check_images(base: Path) -> Callable[[Document], None]:
+    """For :func:`iter_jsonl`: every image of a document exists and reads (``images[i]: why``)."""
+    def check(doc: Document) -> None:
+        for i, ref in enumerate(doc.images or []):
+            try:
+                page_images.check(ref, base)
+            except ValueError as exc:
+                raise ValueError(f"images[{i}]: {exc}") from None
+    return check
+
+
 def _record(doc: Document, cfg: SampleConfig, backend_name: str, request: Request | None,
-            completions: list[Completion], error: str | None) -> dict[str, Any]:
-    record = doc.model_dump(exclude_none=True)
+            completions: list[Completion], error: str | None, dirs: tuple[Path, Path]) -> dict[str, Any]:
+    record = page_images.rebase_record(doc.model_dump(exclude_none=True), *dirs)
+    if request is not None and request.images:
+        record["image_info"] = [page_images.fingerprint(img) for img in request.images]
     if not record.get("meta"):
         record.pop("meta", None)
     # the backend that ran, not the flag: `auto` says nothing about where a text came from
@@ -156,6 +207,9 @@ def _record(doc: Document, cfg: SampleConfig, backend_name: str, request: Reques
             cand["num_tokens"] = comp.extra["num_tokens"]
         if comp.cumulative_logprob is not None:
             cand["cumulative_logprob"] = round(comp.cumulative_logprob, 4)
+        if comp.token_logprobs is not None:
+            # 2 decimals: what the detector reads (confidence climbing inside a loop), at ~6 bytes a token
+            cand["token_logprobs"] = [round(lp, 2) + 0.0 for lp in comp.token_logprobs]
         if "error" in comp.extra:
             cand["error"] = comp.extra["error"]
         cands.append(cand)
@@ -170,27 +224,37 @@ def make_backend(cfg: SampleConfig):
 
         if not cfg.base_url:
             raise InputError("--base-url: needed with --backend openai (e.g. http://127.0.0.1:8000/v1)")
-        return OpenAIBackend(cfg.model, base_url=cfg.base_url, concurrency=cfg.concurrency)
+        return OpenAIBackend(cfg.model, base_url=cfg.base_url, concurrency=cfg.concurrency, max_retries=cfg.retries)
     path = resolve_model(cfg.model)
-    if name == "vllm":
-        from .backends.vllm import VLLMBackend
+    with loading(cfg.model):
+        if name == "vllm":
+            from .backends.vllm import VLLMBackend
 
-        return VLLMBackend(path, dtype=cfg.dtype, max_model_len=cfg.max_model_len, seed=cfg.sampling.seed,
-                           tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
-                           gpu_memory_utilization=cfg.gpu_memory_utilization)
-    from .backends.hf import HFBackend
+            return VLLMBackend(path, dtype=cfg.dtype, max_model_len=cfg.max_model_len, seed=cfg.sampling.seed,
+                               tensor_parallel_size=cfg.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
+                               gpu_memory_utilization=cfg.gpu_memory_utilization)
+        from .backends.hf import HFBackend
 
-    return HFBackend(path, dtype=cfg.dtype, threads=cfg.threads, trust_remote_code=cfg.trust_remote_code)
+        return HFBackend(path, dtype=cfg.dtype, threads=cfg.threads, trust_remote_code=cfg.trust_remote_code)
 
 
 Prepared = tuple[Document, Request | None, str | None]  # a request, or why the document has none
 
 
-def _requests(docs: list[Document], cfg: SampleConfig, backend) -> Iterator[Prepared]:
+def _requests(docs: list[Document], cfg: SampleConfig, backend, base: Path) -> Iterator[Prepared]:
     context = backend.max_context()
     spec = cfg.sampling
     for doc in docs:
-        text, ids, messages = render(doc, backend.tokenizer, cfg.chat_template)
+        pictures = None
+        if doc.images:
+            try:
+                pictures = page_images.load_all(doc.images, base, cfg.dpi)
+                text, ids, messages = render_images(doc, pictures, backend)
+            except ValueError as exc:  # unreadable now, or more images than the processor takes
+                yield doc, None, str(exc)
+                continue
+        else:
+            text, ids, messages = render(doc, backend.tokenizer, cfg.chat_template)
         max_tokens = spec.max_tokens
         if ids is not None and context:
             if len(ids) >= context:
@@ -198,24 +262,18 @@ def _requests(docs: list[Document], cfg: SampleConfig, backend) -> Iterator[Prep
                 continue
             max_tokens = min(max_tokens, context - len(ids))
         seeds = [derive_seed(doc.id, index, spec.seed) for index in range(spec.n)]
-        yield doc, Request(doc.id, text, ids, messages, seeds, max_tokens), None
+        yield doc, Request(doc.id, text, ids, messages, seeds, max_tokens, pictures), None
 
 
-def pending(docs_path: Path, output: Path, cfg: SampleConfig, *, resume: bool, skip_invalid: bool,
+def pending(docs_path: Path, partial: PartialOutput, cfg: SampleConfig, *, resume: bool, skip_invalid: bool,
             on_skip: Callable[[str], None] | None = None) -> tuple[set[str], int]:
     """Check the documents and the output state before any model is loaded.
 
-    Returns the ids already done (from ``OUT.partial`` on ``--resume``) and how many are left. Bad
-    documents stop the run here, before anything is generated.
+    Takes the run lock, and on ``--resume`` checks the earlier run's settings and keeps its complete
+    records (a finished ``OUT`` is taken up again: there may be more documents now). Returns the ids
+    already done and how many are left. Bad documents stop the run here, before anything is generated.
     """
-    partial = partial_path(output)
-    if resume and output.exists() and not partial.exists():
-        os.replace(output, partial)  # a finished file resumes as a partial one (maybe more docs now)
-    done: set[str] = set()
-    if partial.exists():
-        if not resume:
-            raise InputError(f"{partial}: left by an interrupted run; pass --resume to continue it, or delete it")
-        done = recover_partial(partial)
+    done = partial.start(resume=resume, reopen_finished=True, recorded=recorded_settings(partial.output))
     left = sum(1 for _ in _todo(docs_path, cfg, done, skip_invalid, on_skip))
     return done, left
 
@@ -223,7 +281,8 @@ def pending(docs_path: Path, output: Path, cfg: SampleConfig, *, resume: bool, s
 def _todo(docs_path: Path, cfg: SampleConfig, done: set[str], skip_invalid: bool,
           on_skip: Callable[[str], None] | None = None) -> Iterator[Document]:
     """The documents of this shard not done yet, streamed."""
-    for doc in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip):
+    for doc in iter_jsonl(docs_path, Document, skip_invalid=skip_invalid, on_skip=on_skip,
+                          check=check_images(docs_path.parent)):
         if in_shard(doc.id, cfg.shard) and doc.id not in done:
             yield doc
 
@@ -240,37 +299,63 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def run_sample(docs_path: Path, output: Path, cfg: SampleConfig, backend, *, done: set[str] = frozenset(),
-               skip_invalid: bool = False, on_chunk: Callable[[int, int, int], None] | None = None) -> SampleSummary:
-    """Sample every document of ``docs_path`` in this shard and not in ``done`` into ``output``."""
+def run_sample(docs_path: Path, partial: PartialOutput | Path, cfg: SampleConfig, backend, *,
+               done: set[str] = frozenset(), skip_invalid: bool = False,
+               on_chunk: Callable[[int, int, int], None] | None = None) -> SampleSummary:
+    """Sample every document of ``docs_path`` in this shard and not in ``done`` into ``partial`` (started
+    by :func:`pending`; given an output path, a fresh one), then rename it to the output. A document the
+    backend failed on (a dead server after its retries) is not written: the run stops with one line,
+    and ``--resume`` asks for it again."""
+    if not isinstance(partial, PartialOutput):
+        partial = PartialOutput(Path(partial), resume_settings(cfg))
+        partial.start(resume=False)
+    try:
+        return _run(docs_path, partial, cfg, backend, done, skip_invalid, on_chunk)
+    finally:
+        partial.close()
+
+
+def _run(docs_path: Path, partial: PartialOutput, cfg: SampleConfig, backend, done: set[str], skip_invalid: bool,
+         on_chunk: Callable[[int, int, int], None] | None) -> SampleSummary:
     summary = SampleSummary(resumed=len(done))
-    partial = partial_path(output)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    with partial.open("ab") as out:
-        for chunk in chunks(_todo(docs_path, cfg, done, skip_invalid), cfg.chunk_size):
-            _sample_chunk(chunk, cfg, backend, out, summary)
-            if on_chunk is not None:
-                on_chunk(len(chunk), summary.candidates, summary.tokens)
-    os.replace(partial, output)
+    for chunk in chunks(_todo(docs_path, cfg, done, skip_invalid), cfg.chunk_size):
+        failed = _sample_chunk(chunk, cfg, backend, partial, summary, (docs_path.parent, partial.output.parent))
+        if failed:
+            kept = summary.documents + summary.resumed
+            what = (f"{partial.path} keeps the {kept} documents done: rerun with --resume" if kept
+                    else "nothing written: rerun")
+            raise BackendFailed(f"{failed[0]} ({len(failed)} of {len(chunk)} documents in this chunk failed); "
+                                f"{what} once the backend answers")
+        if on_chunk is not None:
+            on_chunk(len(chunk), summary.candidates, summary.tokens)
+    partial.finish()
     return summary
 
 
-def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend, out, summary: SampleSummary) -> None:
-    prepared = list(_requests(chunk, cfg, backend))
+def _sample_chunk(chunk: list[Document], cfg: SampleConfig, backend, partial: PartialOutput,
+                  summary: SampleSummary, dirs: tuple[Path, Path]) -> list[str]:
+    """Sample one chunk and append its records; returns the backend failures (their records are left out).
+    ``dirs``: the documents' folder and the output's (image paths are rewritten from one to the other)."""
+    prepared = list(_requests(chunk, cfg, backend, dirs[0]))
     requests = [request for _, request, _ in prepared if request is not None]
     results = iter(backend.generate(requests, cfg.sampling) if requests else [])
+    lines, failed = [], []
     for doc, request, error in prepared:
         completions = next(results) if request is not None else []
+        failure = next((c.extra["failed"] for c in completions if "failed" in c.extra), None)
+        if failure is not None:
+            failed.append(f"{doc.id}: {failure}")
+            continue
         if error is not None:
             summary.errors += 1
             if len(summary.error_examples) < 5:
                 summary.error_examples.append(f"{doc.id}: {error}")
-        record = _record(doc, cfg, backend.name, request, completions, error)
+        record = _record(doc, cfg, backend.name, request, completions, error, dirs)
         for cand in record["candidates"]:
             summary.finish_reasons[cand["finish_reason"]] = summary.finish_reasons.get(cand["finish_reason"], 0) + 1
             summary.tokens += cand.get("num_tokens", 0)
         summary.candidates += len(record["candidates"])
         summary.documents += 1
-        out.write(orjson.dumps(record) + b"\n")
-    out.flush()
-    os.fsync(out.fileno())  # a chunk on disk is a chunk a resumed run will not redo
+        lines.append(orjson.dumps(record) + b"\n")
+    partial.append(lines)
+    return failed

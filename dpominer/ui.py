@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .guard import Guard
 from .runinfo import InputDigest
 
 console = Console()
@@ -37,6 +38,34 @@ def reading(path: Path, description: str) -> Iterator[InputDigest]:
 
 def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[Guard]:
+    """One command run under its output guard. Bad input, an OS error (full disk, read-only folder, no
+    permission) or a stop (Ctrl-C, SIGTERM, SIGHUP) → one line on stderr naming the path and the cause,
+    exit code 1, no traceback; temp files are gone and a resumable partial file stays resumable."""
+    import typer
+
+    from .guard import Interrupted, describe_os_error, guarded
+    from .records import InputError
+
+    with guarded() as guard:
+        try:
+            yield guard
+        except InputError as exc:
+            error(str(exc))
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            where = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+            error(f"{where}: {describe_os_error(exc)}" if where else describe_os_error(exc))
+            raise typer.Exit(1) from None
+        except (Interrupted, KeyboardInterrupt) as exc:
+            name = exc.name if isinstance(exc, Interrupted) else "SIGINT"
+            kept = [str(p) for p in guard.resumable if p.exists()]
+            left = f"{kept[0]} kept: rerun with --resume to continue" if kept else "no output written"
+            error(f"{guard.primary or 'dpominer'}: stopped by {name}; {left}")
+            raise typer.Exit(1) from None
 
 
 def counts_table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -63,6 +92,9 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
         rows.append((f"  failed check {name}", f"{failed} of {checked} ({failed / checked:.1%})" if checked else "0"))
     if summary["mean_cer"] is not None:
         rows.append(("mean CER", f"{summary['mean_cer']:.4f}"))
+    for verdict, n in sorted(summary.get("omission", {}).items()):
+        rows.append((f"  {'omission (stopped early)' if verdict == 'omission' else verdict}",
+                     f"{n} ({n / cand:.1%})" if cand else "0"))
     if summary["pairs"] or summary["documents_without_pair"]:
         rows.append(("pairs", f"[bold]{summary['pairs']}[/]"))
         for reason, n in summary["pairs_by_reason"].items():
@@ -71,6 +103,13 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
             rows.append((f"  chosen from {source}", str(n)))
         for reason, n in summary["documents_without_pair"].items():
             rows.append((f"  no pair: {reason}", str(n)))
+        lengths = summary.get("pair_lengths")
+        if lengths:
+            longer = lengths["rejected_longer_share"]
+            rows.append(("  chosen/rejected length", f"{lengths['chosen_rejected_ratio']:.2f} (chars; geometric mean "
+                         f"per pair {lengths['chosen_rejected_ratio_geomean']:.2f})"))
+            rows.append(("  rejected side longer", f"[yellow]{longer:.0%}[/] (teaches length, not loops)"
+                         if longer > 0.9 else f"{longer:.0%}"))
     judge = summary.get("judge")
     if judge:
         rows.append(("judged", f"[bold]{judge.get('judged', 0)}[/] ({judge.get('retried_ok', 0)} on a retry)"))
@@ -170,6 +209,8 @@ def show_train_summary(summary: dict, output: Path, meta: Path) -> None:
             rows.append((key.replace("_", " "), str(cut[key])))
     for reason, n in cut["dropped"].items():
         rows.append((f"dropped: {reason}", f"[yellow]{n}[/]"))
+    for reason, n in summary.get("skipped", {}).items():
+        rows.append((f"invalid pairs skipped: {reason}", f"[yellow]{n}[/]"))
     if summary["ref_cache"]:
         rows.append(("reference log-probs", "cache hit" if summary["ref_cache_hit"] else "computed, cached"))
     for key in ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"):
@@ -192,15 +233,28 @@ def show_eval(result: dict, path: Path, meta: Path) -> None:
     first = result["models"][0]
     table = Table(title=f"{path} — {first['documents']} documents, {first['candidates']} candidates per model",
                   title_justify="left", title_style="bold")
-    for name in ("model", "degenerate (95 % CI)", "Δ", "docs looping", "hit max", "CER mean", "Δ CER"):
+    for name in ("model", "degenerate (95 % CI)", "Δ", "suspect", "omission (95 % CI)", "Δ", "coverage median / mean",
+                 "docs looping", "hit max", "CER mean", "Δ CER"):
         table.add_column(name, justify="left" if name == "model" else "right")
     for row, change in zip(result["models"], result["changes"], strict=True):
         lo, hi = row["degeneration_ci95"]
+        omission = "–"
+        if row.get("omission_rate") is not None:
+            o_lo, o_hi = row["omission_ci95"]
+            omission = f"{row['omission_rate']:.1%} ({o_lo:.0%}–{o_hi:.0%})"
+        coverage = "–" if row.get("coverage_median") is None else \
+            f"{row['coverage_median']:.2f} / {row['coverage_mean']:.2f}"
         table.add_row(row["label"], f"{row['degeneration_rate']:.1%} ({lo:.0%}–{hi:.0%})",
-                      _pct(change["degeneration_change"]), f"{row['docs_with_loop_rate']:.0%}",
+                      _pct(change["degeneration_change"]), f"{row.get('suspect_rate', 0.0):.1%}", omission,
+                      _pct(change.get("omission_change")), coverage,
+                      f"{row['docs_with_loop_rate']:.0%}",
                       f"{row['hit_max_tokens_rate']:.0%}", "–" if row["cer_mean"] is None else f"{row['cer_mean']:.3f}",
                       _pct(change["cer_change"]))
     console.print(table)
+    for change in result["changes"][1:]:
+        if change.get("verdict"):
+            style = "bold red" if "stop early" in change["verdict"] else "dim"
+            console.print(f"[{style}]{change['label']}: {change['verdict']}[/]", highlight=False)
     if any("checks" in row for row in result["models"]):
         console.print(_checks_table(result))
     console.print(f"[dim]run record: {meta}[/]")

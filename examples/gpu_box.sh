@@ -37,3 +37,24 @@ torchrun --nproc-per-node "$GPUS" -m dpominer train "$OUT/pairs.jsonl" -o "$OUT/
 # 4. before/after on held-out documents, then the report.
 dpominer eval "$HELDOUT" -o "$OUT/eval" -m "$MODEL" -m "$OUT/dpo" --max-tokens 2048 --backend vllm
 dpominer report "$OUT/scored.jsonl" "$OUT/pairs.jsonl" "$OUT/dpo" "$OUT/eval" -o "$OUT/report.html"
+
+# --- page images (OCR): a vision-language model on page images, the same stages -------------------------
+# Pages from examples/ocr/make_pages.py (or your own: {"images": ["pages/p1.png"] | [{"pdf": "a.pdf",
+# "page": 1}], "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": …}]}],
+# "reference": …}). Not yet run on a GPU by us: vLLM's image path is written against its documented
+# multimodal input (prompt + multi_modal_data) and tested here only as far as the request it builds.
+#   VLM=HuggingFaceTB/SmolVLM-256M-Instruct   (small)   or   VLM=Qwen/Qwen2.5-VL-3B-Instruct
+if [ -n "${VLM:-}" ]; then
+  python examples/ocr/make_pages.py "$OUT/ocr/data" --english 400
+  dpominer sample "$OUT/ocr/data/mining.jsonl" -o "$OUT/ocr/candidates.jsonl" -m "$VLM" --backend vllm \
+    -n "$N" -t 0.5 --max-tokens 1024 --stop-on-loop --dtype bfloat16 --dpi 150
+  dpominer score "$OUT/ocr/candidates.jsonl" -o "$OUT/ocr/scored.jsonl"
+  dpominer pair "$OUT/ocr/scored.jsonl" -o "$OUT/ocr/pairs.jsonl" --max-pairs-per-doc 2
+  # vision tower and projector frozen (default), LoRA on the language model; each page encoded once per pair
+  torchrun --nproc-per-node "$GPUS" -m dpominer train "$OUT/ocr/pairs.jsonl" -o "$OUT/ocr/dpo" -m "$VLM" \
+    --lora --merge --lr 5e-5 --sft-weight 0.2 --batch-size 2 --grad-accum 4 --max-length 4096 --dtype bf16
+  dpominer eval "$OUT/ocr/data/heldout.jsonl" -o "$OUT/ocr/eval" -m "$VLM" -m "$OUT/ocr/dpo" --backend vllm \
+    --max-tokens 1024
+  dpominer report "$OUT/ocr/scored.jsonl" "$OUT/ocr/pairs.jsonl" "$OUT/ocr/dpo" "$OUT/ocr/eval" \
+    -o "$OUT/ocr/report.html"
+fi

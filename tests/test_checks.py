@@ -246,7 +246,7 @@ def _scored(texts, reference, specs) -> CandidateRecord:
 
 def test_pair_never_chooses_a_failing_candidate_and_rejects_it_after_loops():
     near = PASSAGE.replace("bytes", "bites", 1)
-    worse = PASSAGE[: len(PASSAGE) // 2]
+    worse = PASSAGE + " and so on and so forth, as the manual says" * 2  # complete, but CER 0.36
     texts = [(PASSAGE + " TODO", "stop"), (LOOP, "length"), (near, "stop"), (worse, "stop")]
     record = _scored(texts, PASSAGE, ["regex-forbid:TODO"])
     outcome = make_pairs(record, PairConfig())
@@ -257,6 +257,32 @@ def test_pair_never_chooses_a_failing_candidate_and_rejects_it_after_loops():
     assert outcome.pairs[1].rejected_scores["failed_checks"] == ["regex-forbid"]
     assert "failed_checks" not in outcome.pairs[0].rejected_scores
     assert "failed_checks" not in outcome.pairs[0].chosen_scores
+
+
+def test_loops_failed_checks_and_omissions_take_turns_before_worse_fidelity():
+    """The rejected sides alternate loop → failed check → omission (each kind most severe first), so
+    under --max-pairs-per-doc a document with all three gives pairs of each; a candidate counts as the
+    first kind it is (a failing early stop is a failed check); worse fidelity comes after them all."""
+    near = PASSAGE.replace("bytes", "bites", 1)
+    loop2 = PASSAGE[:60] + " then the decoder tries once more with errors set to replace," * 12 + " then"
+    texts = [(PASSAGE + " TODO FIXME", "stop"), (LOOP, "length"), (near, "stop"), (PASSAGE[:121], "stop"),
+             (loop2, "length"), (PASSAGE[:80] + " TODO", "stop"),
+             (PASSAGE + " and so on and so forth, as the manual says" * 2, "stop")]
+    record = _scored(texts, PASSAGE, ["regex-forbid:TODO", "regex-forbid:FIXME"])
+    assert [c.omission.verdict for c in record.candidates] == [
+        "complete", "cut", "complete", "omission", "cut", "omission", "complete"]
+    every = make_pairs(record, PairConfig(max_pairs_per_doc=10)).pairs
+    assert [(p.reason, p.rejected_index) for p in every] == [
+        ("rejected_degenerate", 1), ("rejected_failed_check", 0), ("rejected_omission", 3),
+        ("rejected_degenerate", 4), ("rejected_failed_check", 5), ("rejected_worse_fidelity", 6)]
+    assert {p.chosen_index for p in every} == {2}
+    capped = make_pairs(record, PairConfig()).pairs  # 4 per document: every kind still gets one
+    assert [p.reason for p in capped] == [
+        "rejected_degenerate", "rejected_failed_check", "rejected_omission", "rejected_degenerate"]
+    no_omission = make_pairs(record, PairConfig(max_pairs_per_doc=10, reject_omission=False)).pairs
+    assert [(p.reason, p.rejected_index) for p in no_omission] == [
+        ("rejected_degenerate", 1), ("rejected_failed_check", 0), ("rejected_degenerate", 4),
+        ("rejected_failed_check", 5), ("rejected_worse_fidelity", 6)]
 
 
 def test_failing_candidates_are_rejected_against_the_reference_or_left_unpaired():
@@ -401,3 +427,18 @@ def test_pair_runs_checks_on_unscored_input_from_flags_or_its_config(tmp_path):
     assert [p["rejected_scores"]["failed_checks"] for p in read_jsonl(tmp_path / "q.jsonl")] == []  # all start with {
     assert json.loads((tmp_path / "q.jsonl.meta.json").read_text())["config"]["score"]["checks"] == [
         {"spec": "regex-require:^\\{", "name": None}]
+
+
+def test_a_schema_file_is_an_input_no_output_may_replace(schema, tmp_path):
+    cands = write_jsonl(tmp_path / "c.jsonl", [candidate_record("a", [(GOOD, "stop")], reference=None)])
+    in_eval_folder = tmp_path / "ev" / "eval.json"  # what `eval -o ev` writes
+    in_eval_folder.parent.mkdir()
+    in_eval_folder.write_bytes(schema.read_bytes())
+    before = schema.read_bytes()
+    for args, used in ((("score", cands, "-o", schema), schema),
+                       (("pair", cands, "-o", tmp_path / "p.jsonl", "--stats-json", schema), schema),
+                       (("eval", "--candidates", cands, "-o", in_eval_folder.parent), in_eval_folder)):
+        result = run(*args, "--check", f"json-schema:{used}")
+        assert result.exit_code == 1, (args, result.output)
+        assert "would replace the input" in result.output and str(used) in result.output.replace("\n", "")
+        assert used.read_bytes() == before

@@ -51,6 +51,9 @@ def test_pair_writes_trl_loadable_pairs_and_stats(candidates_file, tmp_path):
     ]  # all-loops: the second loop is a near-copy of the first and collapses
     numbers = json.loads(stats.read_text())
     assert numbers["pairs"] == 2 and numbers["documents_without_pair"] == {"no_rejected": 1}
+    lengths = numbers["pair_lengths"]  # both rejected sides are loops, longer than their chosen sides
+    assert lengths["rejected_longer_share"] == 1.0 and 0 < lengths["chosen_rejected_ratio"] < 1
+    assert "chosen/rejected length" in result.output and "teaches length" in result.output
     dataset = datasets.load_dataset("json", data_files=str(out), split="train")
     assert {"prompt", "chosen", "rejected"} <= set(dataset.column_names) and len(dataset) == 2
 
@@ -91,8 +94,8 @@ def test_mixed_prompt_forms_are_refused(tmp_path):
 
 def test_flag_errors_name_the_flag(candidates_file, tmp_path):
     result = run("pair", candidates_file, "-o", tmp_path / "p.jsonl", "--min-margin", "-1")
-    assert result.exit_code == 1
-    assert "--min-margin: Input should be greater than or equal to 0 (got -1.0)" in result.output
+    assert result.exit_code == 2  # refused while parsing, before any work
+    assert "Error: Invalid value for '--min-margin': Input should be greater than or equal to 0" in result.output
     bad = run("pair", candidates_file, "-o", tmp_path / "p.jsonl", "--chosen-from", "best")
     assert bad.exit_code == 1 and "--chosen-from: Input should be 'candidates', 'reference' or 'auto'" in bad.output
 

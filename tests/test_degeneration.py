@@ -68,14 +68,17 @@ def test_ragged_end_after_a_loop_is_tolerated_when_cut_off():
     assert detect(text, finish_reason="length").verdict == "degenerate"
 
 
-def test_counter_loop_is_a_weaker_signal():
+def test_counter_loop_cut_off_or_stopped():
     text = PASSAGE + "".join(f"Step {i}: check the value. " for i in range(1, 40))
     assert find_tail_loop(text, CFG) is None or find_tail_loop(text, CFG).copies < 2
     cut = detect(text, finish_reason="length")
     assert (cut.verdict, cut.kind) == ("degenerate", "counter_loop")
     assert cut.start_char == len(PASSAGE)
+    # The same sentence under a climbing step number, ended by EOS: still a loop (issue 16).
     stopped = detect(text, finish_reason="stop")
-    assert (stopped.verdict, stopped.kind) == ("suspect", "counter_loop")
+    assert (stopped.verdict, stopped.kind) == ("degenerate", "sentence_repeat")
+    # "…encoding.Step 1: …" is one sentence (no space after the full stop): the copies start at step 2
+    assert stopped.start_char == text.index("Step 2") and "37 of the last 40 repeat" in stopped.why
 
 
 def test_near_repeats_with_a_word_swapped_are_caught():

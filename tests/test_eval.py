@@ -44,10 +44,42 @@ def test_aggregation_of_scored_candidates(tmp_path):
     assert (row["documents"], row["candidates"], row["degenerate"]) == (2, 4, 3)
     assert row["degeneration_rate"] == 0.75 and row["degeneration_ci95"] == pytest.approx(wilson(3, 4))
     assert row["docs_with_loop_rate"] == 1.0 and row["hit_max_tokens_rate"] == 0.75
+    assert (row["suspect"], row["suspect_rate"]) == (0, 0.0)  # the four are decided
     assert 0 < row["loop_onset_median"] < 0.2  # LOOP starts 60 characters into ~900
     assert row["cer_mean"] == pytest.approx(sum(_cers(tmp_path / "s.jsonl")) / 4)
     assert relative(0.75, 0.25) == pytest.approx(-2 / 3) and relative(0.0, 0.1) is None
     assert compare([row, row | {"label": "x", "degeneration_rate": 0.375}])[1]["degeneration_change"] == -0.5
+
+
+def test_omission_rate_and_coverage_beside_degeneration(tmp_path):
+    words = PASSAGE.split()  # 44 words
+    early = " ".join(words[:11])  # stops on its own after 11/44 = 25 % of the words: an omission
+    before = write_jsonl(tmp_path / "before.jsonl", [
+        candidate_record("a", [(LOOP, "length")]), candidate_record("b", [(PASSAGE, "stop")]),
+        candidate_record("c", [(PASSAGE, "stop")]), candidate_record("d", [(PASSAGE, "stop")])])
+    after = write_jsonl(tmp_path / "after.jsonl", [
+        candidate_record("a", [(early, "stop")]), candidate_record("b", [(early, "stop")]),
+        candidate_record("c", [(early, "stop")]), candidate_record("d", [(PASSAGE, "stop")])])
+    rows = []
+    for name, path in (("before", before), ("after", after)):
+        run_score(path, tmp_path / f"{name}.s.jsonl", ScoreConfig())
+        rows.append(evaluate_file(tmp_path / f"{name}.s.jsonl", name).as_dict())
+    base, dpo = rows
+    assert (base["omission_rate"], base["cut_short_rate"]) == (0.0, 0.25)  # the loop is cut short, not omitted
+    assert (dpo["omission_rate"], dpo["omissions"]) == (0.75, 3)
+    assert dpo["omission_ci95"] == pytest.approx(wilson(3, 4))
+    assert dpo["coverage_median"] == 0.25 and dpo["coverage_mean"] == pytest.approx((3 * 0.25 + 1) / 4)
+    assert dpo["coverage_below_half_rate"] == 0.75 and dpo["length_ratio_median"] == 0.25  # 11 of 44 words
+    change = compare(rows)[1]
+    assert change["degeneration_change"] == -1.0 and change["omission_change"] is None  # base rate 0
+    assert change["coverage_median_change"] == pytest.approx(-0.75)  # median 1.0 → 0.25
+    # intervals 3/4 vs 0/4 overlap at n = 4 …
+    assert change["verdict"] == "no clear change in loops, no clear change in omissions"
+    # … and at n = 100 they do not: the trade is named
+    big_base = base | {"degeneration_ci95": wilson(25, 100), "omission_ci95": wilson(0, 100)}
+    big_dpo = dpo | {"degeneration_ci95": wilson(0, 100), "omission_ci95": wilson(75, 100)}
+    assert compare([big_base, big_dpo])[1]["verdict"] == ("fewer loops but more omissions: the model learned to "
+                                                           "stop early")
 
 
 def _cers(path: Path) -> list[float]:
@@ -87,3 +119,18 @@ def test_eval_samples_two_models_on_the_same_documents(tiny_model, tmp_path):
     seeds = [[c["seed"] for line in (out / f"{label}.candidates.jsonl").open() for c in json.loads(line)["candidates"]]
              for label in ("model", "other")]
     assert seeds[0] == seeds[1]  # the same seeds for every model
+
+
+def test_suspect_share_is_reported_beside_the_rate():
+    from dpominer.evaluate import ModelEval
+    from dpominer.records import CandidateRecord
+
+    verdicts = ["degenerate", "suspect", "suspect", "clean"]
+    record = CandidateRecord.model_validate({"id": "a", "prompt": "p", "candidates": [
+        {"index": i, "text": "x", "finish_reason": "stop", "degeneration": {"verdict": v}}
+        for i, v in enumerate(verdicts)]})
+    result = ModelEval("m")
+    result.add(record)
+    row = result.as_dict()
+    assert (row["degenerate"], row["suspect"]) == (1, 2)
+    assert (row["degeneration_rate"], row["suspect_rate"]) == (0.25, 0.5)

@@ -62,4 +62,27 @@ def test_composite_is_dharma_style_mean():
     lev_ratio = 1 - 2 / 14  # Indel distance 2 over the summed lengths 7 + 7
     assert scores["composite"] == pytest.approx((lev_ratio + scores["bleu4"]) / 2, abs=1e-6)
     assert fidelity("same text", "same text") == {"cer": 0.0, "wer": 0.0, "similarity": 1.0, "bleu4": 1.0,
-                                                  "composite": 1.0}
+                                                  "composite": 1.0, "coverage": 1.0}
+
+
+def test_coverage_is_the_share_of_reference_words_in_order():
+    # worked by hand: reference 4 words; "a b x c" keeps a, b, c in order → 3/4
+    assert fidelity("a b x c", "a b c d")["coverage"] == 0.75
+    # order matters: "d c b a" shares only one word in order with "a b c d" → 1/4
+    assert fidelity("d c b a", "a b c d")["coverage"] == 0.25
+    # extra words (a preamble, a loop) cost nothing; a stop after 2 of 8 words is 0.25
+    assert fidelity("Here it is: a b c d a b c d a b c d", "a b c d")["coverage"] == 1.0
+    assert fidelity("one two", "one two three four five six seven eight")["coverage"] == 0.25
+    # the same normalisation as CER: line breaks, runs of spaces and a decomposed é do not count
+    assert fidelity("Cafe\u0301\n\n  one", "Café one")["coverage"] == 1.0
+    assert fidelity("", "a b")["coverage"] == 0.0
+    assert fidelity("anything", "")["coverage"] == 1.0
+
+
+def test_coverage_counts_characters_of_scripts_without_spaces():
+    # 10 characters; a copy that stops after 5 is at 0.5, one wrong character costs 1/10, not everything
+    ref = "東京は日本の首都です"
+    assert fidelity("東京は日本", ref)["coverage"] == 0.5
+    assert fidelity("東京は日本の首都でス", ref)["coverage"] == 0.9
+    assert fidelity("ภาษาไทย", "ภาษาไทยง่าย")["coverage"] == round(7 / 11, 6)  # Thai: 7 of 11 characters, in order
+    assert fidelity("Hello 東京", "Hello 東京 world")["coverage"] == 0.75  # mixed: Hello, 東, 京 of 4 words

@@ -46,6 +46,30 @@ def test_ipo_and_hinge_by_hand():
         dpo_loss(PC, PR, RC, RR, beta=0.1, loss_type="kto")
 
 
+def test_length_penalty_is_r_dpo_by_hand():
+    # lengths: chosen 50 and 120 tokens, rejected 300 and 100 → |y_c| − |y_r| = (−250, 20)
+    lc, lr = torch.tensor([50, 120]), torch.tensor([300, 100])
+    losses, chosen, _ = dpo_loss(PC, PR, RC, RR, beta=0.1, length_penalty=0.002, chosen_lengths=lc,
+                                 rejected_lengths=lr)
+    # argument β·logits + α·Δ = (0.2 − 0.5, −0.2 + 0.04) = (−0.3, −0.16); −log σ(z) = log(1 + e^−z)
+    assert_close(losses, torch.tensor([math.log1p(math.exp(0.3)), math.log1p(math.exp(0.16))]))
+    assert_close(chosen, torch.tensor([0.1, -0.1]))  # rewards are the plain DPO rewards
+    # the other sign: a shorter chosen side makes the pair count as partly won: (0.2 + 0.5, −0.2 − 0.04)
+    neg, _, _ = dpo_loss(PC, PR, RC, RR, beta=0.1, length_penalty=-0.002, chosen_lengths=lc, rejected_lengths=lr)
+    assert_close(neg, torch.tensor([math.log1p(math.exp(-0.7)), math.log1p(math.exp(0.24))]))
+    hinge, _, _ = dpo_loss(PC, PR, RC, RR, beta=0.1, loss_type="hinge", length_penalty=0.002, chosen_lengths=lc,
+                           rejected_lengths=lr)
+    assert_close(hinge, torch.tensor([1.3, 1.16]))  # relu(1 − (−0.3)), relu(1 − (−0.16))
+    # α = 0 is plain DPO; equal lengths cancel whatever α is
+    plain, _, _ = dpo_loss(PC, PR, RC, RR, beta=0.1)
+    same, _, _ = dpo_loss(PC, PR, RC, RR, beta=0.1, length_penalty=0.5, chosen_lengths=lc, rejected_lengths=lc)
+    assert_close(same, plain)
+    with pytest.raises(ValueError, match="not ipo"):
+        dpo_loss(PC, PR, RC, RR, beta=0.1, loss_type="ipo", length_penalty=0.1, chosen_lengths=lc, rejected_lengths=lr)
+    with pytest.raises(ValueError, match="needs chosen_lengths"):
+        dpo_loss(PC, PR, RC, RR, beta=0.1, length_penalty=0.1)
+
+
 def test_rewards_are_detached_and_loss_has_gradients():
     pc = PC.clone().requires_grad_()
     losses, chosen, _ = dpo_loss(pc, PR, RC, RR, beta=0.1)

@@ -7,7 +7,8 @@ from dpominer.pairing import PairConfig, make_pairs
 from dpominer.records import CandidateRecord
 
 NEAR = PASSAGE.replace("bytes", "bites", 1)
-WORSE = PASSAGE[: len(PASSAGE) // 2]  # clean but half missing: CER ≈ 0.5
+WORSE = PASSAGE[: len(PASSAGE) // 2]  # clean but half missing, stopped on its own: an omission (CER ≈ 0.5)
+GARBLED = PASSAGE.replace("bytes", "byte sequences")  # coverage 41/44, CER 27/242 ≈ 0.11
 OTHER_LOOP = PASSAGE[:30] + " and the return value will be bytes," * 15
 
 
@@ -35,10 +36,13 @@ def test_reference_is_chosen_when_no_candidate_is_clean_and_good_enough():
     record = scored([(LOOP, "length"), (WORSE, "stop")])
     [first, second] = pairs(record).pairs
     assert first.chosen_source == "reference" and first.chosen == PASSAGE
-    assert [first.reason, second.reason] == ["rejected_degenerate", "rejected_worse_fidelity"]
+    assert [first.reason, second.reason] == ["rejected_degenerate", "rejected_omission"]
     none = pairs(record, chosen_from="candidates")
-    assert (none.pairs, none.no_pair_reason) == ([], "no_clean_candidate_good_enough")
-    assert pairs(record, max_chosen_cer=0.6, chosen_from="candidates").pairs[0].chosen == WORSE
+    assert (none.pairs, none.no_pair_reason) == ([], "no_clean_candidate")  # an omission is never chosen
+    assert pairs(record, max_chosen_cer=0.6, chosen_from="candidates").no_pair_reason == "no_clean_candidate"
+    garbled = scored([(LOOP, "length"), (GARBLED, "stop")])
+    assert pairs(garbled, chosen_from="candidates").no_pair_reason == "no_clean_candidate_good_enough"
+    assert pairs(garbled, max_chosen_cer=0.2, chosen_from="candidates").pairs[0].chosen == GARBLED
 
 
 def test_chosen_from_reference_always_uses_it():
@@ -52,7 +56,7 @@ def test_no_rejected_when_all_candidates_are_clean_and_close():
 
 
 def test_worse_fidelity_needs_the_margin():
-    record = scored([(PASSAGE, "stop"), (WORSE, "stop")])
+    record = scored([(PASSAGE, "stop"), (GARBLED, "stop")])
     assert pairs(record).pairs[0].reason == "rejected_worse_fidelity"
     assert pairs(record, min_margin=0.9).no_pair_reason == "no_rejected"
     assert pairs(record, reject_worse=False).no_pair_reason == "no_rejected"
@@ -86,7 +90,67 @@ def test_without_reference_a_clean_candidate_that_stopped_is_chosen():
 
 
 def test_suspect_candidates_are_never_chosen():
-    counter = PASSAGE + "".join(f" Step {i}: check the value." for i in range(1, 40))
-    record = scored([(counter, "stop"), (LOOP, "length")], reference=None)
-    assert record.candidates[0].degeneration.verdict == "suspect"
+    # The detector decides most cases now (a counter loop that stopped is degenerate), so the
+    # undecided verdict is set by hand: what is tested is pairing's handling of it.
+    record = scored([(PASSAGE + " It may loop, it may not.", "stop"), (LOOP, "length")], reference=None)
+    undecided = record.candidates[0].degeneration.model_copy(update={"verdict": "suspect"})
+    record.candidates[0].degeneration = undecided
     assert pairs(record).no_pair_reason == "no_clean_candidate"
+
+
+def test_an_early_stop_is_rejected_as_omission_never_chosen():
+    record = scored([(WORSE, "stop"), (PASSAGE, "stop")])
+    assert record.candidates[0].omission.verdict == "omission"
+    [pair] = pairs(record, reject_worse=False).pairs  # rejected on omission even without --reject-worse
+    assert (pair.reason, pair.chosen, pair.rejected) == ("rejected_omission", PASSAGE, WORSE)
+    assert pair.rejected_scores["omission"]["verdict"] == "omission"
+    assert pair.rejected_scores["fidelity"]["coverage"] < 0.8
+    assert pairs(record, reject_worse=False, reject_omission=False).no_pair_reason == "no_rejected"
+    # only omissions and loops: the reference is chosen, never the early stop
+    only = pairs(scored([(WORSE, "stop"), (LOOP, "length")]))
+    assert {p.chosen_source for p in only.pairs} == {"reference"}
+    # cut at max_tokens after half the words: not an omission, so not rejected as one
+    cut = scored([(WORSE, "length"), (PASSAGE, "stop")])
+    assert cut.candidates[0].omission.verdict == "cut"
+    assert pairs(cut, reject_worse=False).no_pair_reason == "no_rejected"
+
+
+def test_loops_and_omissions_take_turns_under_the_cap():
+    early = PASSAGE[: len(PASSAGE) // 3]
+    record = scored([(LOOP, "length"), (OTHER_LOOP, "length"), (WORSE, "stop"), (early, "stop")])
+    got = [p.reason for p in pairs(record, max_pairs_per_doc=2).pairs]
+    assert got == ["rejected_degenerate", "rejected_omission"]  # not the two loops
+    four = pairs(record, max_pairs_per_doc=4).pairs
+    assert [p.reason for p in four] == ["rejected_degenerate", "rejected_omission"] * 2
+    assert four[1].rejected == early  # lowest coverage first
+
+
+def test_pair_summary_reports_the_length_ratio():
+    from dpominer.mining import PairLengths
+    from dpominer.records import Pair
+
+    lengths = PairLengths()
+    for chosen, rejected, reason in (("a" * 100, "b" * 400, "rejected_degenerate"),
+                                     ("a" * 100, "b" * 25, "rejected_omission")):
+        lengths.add(Pair(prompt="p", chosen=chosen, rejected=rejected, id="d", reason=reason,
+                         chosen_source="reference", rejected_index=0))
+    got = lengths.as_dict()
+    # by hand: 200 chosen chars / 425 rejected = 0.4706; per-pair ratios 1/4 and 4 → geometric mean 1
+    assert got["chosen_rejected_ratio"] == 0.4706 and got["chosen_rejected_ratio_geomean"] == 1.0
+    assert got["rejected_longer_share"] == 0.5
+    assert got["rejected_longer_share_by_reason"] == {"rejected_degenerate": 1.0, "rejected_omission": 0.0}
+
+
+def test_without_reference_the_judges_completeness_rejects_an_early_stop():
+    from dpominer.mining import judge_record_omissions
+
+    record = scored([(PASSAGE, "stop"), (WORSE, "stop"), (LOOP, "length")], reference=None)
+    judged = {0: (0.9, 9), 1: (0.85, 2)}  # the early stop scores well overall but 2/10 on completeness
+    for cand in record.candidates[:2]:
+        score, completeness = judged[cand.index]
+        cand.judge = {"score": score, "criteria": {"completeness": completeness, "faithfulness": 10}}
+    judge_record_omissions(record, 10, ScoreConfig())
+    assert [c.omission.verdict if c.omission else None for c in record.candidates] == ["complete", "omission", None]
+    out = pairs(record, score_by="judge")
+    assert [(p.chosen_index, p.rejected_index, p.reason) for p in out.pairs] == [
+        (0, 2, "rejected_degenerate"), (0, 1, "rejected_omission")]

@@ -149,3 +149,13 @@ def test_openai_backend_against_a_real_vllm_server(vllm_server, tmp_path):
         assert meta["engine"]["n_supported"] is True
     chat_record = read_jsonl(tmp_path / "chat.out.jsonl")[1]
     assert all(c["text"] for c in chat_record["candidates"])  # the server applied the chat template
+
+
+def test_vllm_logprobs_when_asked(vllm_engine, tmp_path):
+    docs = write_jsonl(tmp_path / "docs.jsonl", real_docs(["smollm2-tg1"]))
+    run(vllm_engine, docs, tmp_path / "c.jsonl", n=2, temperature=0.7, max_tokens=32, seed=5, logprobs=True)
+    for cand in read_jsonl(tmp_path / "c.jsonl")[0]["candidates"]:
+        lps = cand["token_logprobs"]
+        assert len(lps) == len(cand["token_ids"]) and all(lp <= 0 for lp in lps)
+        if cand["finish_reason"] == "length":  # with "stop" vLLM's sum also holds the EOS token's
+            assert sum(lps) == pytest.approx(cand["cumulative_logprob"], abs=0.005 * len(lps) + 0.01)

@@ -32,25 +32,31 @@ def test_report_from_the_example_run(tmp_path):
     metrics(run / "metrics.jsonl", [-100, -104, -110, -118])
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "eval.json").write_text(json.dumps({"models": [
-        {"label": "base", "degeneration_rate": 0.4, "degeneration_ci95": [0.3, 0.5], "cer_mean": 0.2},
-        {"label": "dpo", "degeneration_rate": 0.1, "degeneration_ci95": [0.05, 0.2], "cer_mean": 0.19}],
-        "changes": [{"degeneration_change": 0.0}, {"degeneration_change": -0.75}]}))
+        {"label": "base", "degeneration_rate": 0.4, "degeneration_ci95": [0.3, 0.5], "cer_mean": 0.2,
+         "omission_rate": 0.1, "omission_ci95": [0.05, 0.2], "coverage_median": 0.9, "coverage_mean": 0.7},
+        {"label": "dpo", "degeneration_rate": 0.1, "degeneration_ci95": [0.05, 0.2], "cer_mean": 0.19,
+         "omission_rate": 0.5, "omission_ci95": [0.4, 0.6], "coverage_median": 0.3, "coverage_mean": 0.4}],
+        "changes": [{"degeneration_change": 0.0}, {"degeneration_change": -0.75, "omission_change": 4.0,
+                    "verdict": "fewer loops but more omissions: the model learned to stop early"}]}))
     out = tmp_path / "site" / "report.html"
     result = runner.invoke(app, ["report", str(EXAMPLES / "candidates.jsonl"), str(pairs), str(run),
                                  str(tmp_path / "eval"), "-o", str(out)])
     assert result.exit_code == 0, result.output
     page = out.read_text()
     points = {m.group(1): int(m.group(2)) for m in re.finditer(r'alt="([^"]+)" data-points="(\d+)"', page)}
-    assert set(points) == {"Degeneration rate per model", "Fidelity of chosen vs rejected",
+    assert set(points) == {"Degeneration rate per model", "Omission and coverage per model",
+                           "Fidelity of chosen vs rejected",
                            "Loop unit length and onset", "Pairs by reason", "Training: train"}
     assert all(n > 0 for n in points.values())
     n_pairs = len(read_jsonl(pairs))
     assert points["Pairs by reason"] == n_pairs and points["Fidelity of chosen vs rejected"] == 2 * n_pairs
-    assert page.count("data:image/png;base64,") == 5 and "<mark>" in page  # images inline, loops marked
+    assert points["Omission and coverage per model"] == 2
+    assert "50.0% (40.0%–60.0%)" in page and "+400%" in page and "learned to stop early" in page
+    assert page.count("data:image/png;base64,") == 6 and "<mark>" in page  # images inline, loops marked
     assert "likelihood displacement" in page  # logps/chosen fell from -100 to -118
     assert sorted(p.name for p in out.parent.glob("*.png")) == sorted(
-        f"report-{n}.png" for n in ("degeneration_rate", "cer_chosen_rejected", "loop_shape", "pairs_by_reason",
-                                    "training_train"))
+        f"report-{n}.png" for n in ("degeneration_rate", "omission_coverage", "cer_chosen_rejected", "loop_shape",
+                                    "pairs_by_reason", "training_train"))
     assert json.loads(out.with_name("report.html.meta.json").read_text())["summary"]["pairs_by_reason"] == n_pairs
 
 

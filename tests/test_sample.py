@@ -7,13 +7,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import documents, read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from dpominer.backends import LoopStop
 from dpominer.cli import app
 from dpominer.degeneration import detect
-from dpominer.sample import derive_seed, recover_partial, shard_of
+from dpominer.partial import recover as recover_partial
+from dpominer.sample import derive_seed, shard_of
 
 runner = CliRunner()
 FAST = ["--backend", "hf", "--threads", "1", "-n", "3", "--max-tokens", "24", "--temperature", "1.0"]
@@ -120,9 +122,10 @@ def test_shards_cover_every_document_once_and_merge_reports_gaps(tiny_model, tmp
 
     result = runner.invoke(app, ["merge", str(shards[0]), str(shards[0]), str(shards[1]), "-o", str(merged),
                                  "--docs", str(docs), "--strict"])
-    assert result.exit_code == 1
-    meta = json.loads((tmp_path / "merged.jsonl.meta.json").read_text())["summary"]
-    assert (meta["duplicates"], meta["missing"]) == (sizes[0], sizes[2])
+    assert result.exit_code == 1  # and nothing written: the first merge's file and record stay
+    assert f"--strict: {sizes[0]} duplicate ids" in result.output and f"{sizes[2]} documents missing" in result.output
+    assert by_id(merged) == by_id(tmp_path / "full.jsonl")
+    assert json.loads((tmp_path / "merged.jsonl.meta.json").read_text())["summary"]["duplicates"] == 0
 
 
 def test_too_long_documents_are_recorded_not_fatal(tiny_model, tmp_path):
@@ -159,8 +162,38 @@ def test_bad_flags_name_the_flag(tiny_model, tmp_path):
     docs = write_jsonl(tmp_path / "docs.jsonl", documents(2))
     for flags, message in ((["--shard", "3/2"], "--shard: must be I/N"),
                            (["--backend", "openai"], "--base-url: needed with --backend openai"),
-                           (["--temperature", "-1"], "--temperature: Input should be greater than or equal to 0"),
+                           (["--top-p", "0"], "--top-p: Input should be greater than 0"),
                            (["--model", "./nowhere"], "--model: ./nowhere does not exist")):
         result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), *flags])
         assert result.exit_code == 1 and message in result.output, result.output
+    result = runner.invoke(app, ["sample", str(docs), "-o", str(tmp_path / "c.jsonl"), "--temperature", "-1"])
+    assert result.exit_code == 2 and "Invalid value for '--temperature'" in result.output  # out of range: parse time
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_logprobs_are_stored_when_asked_and_match_a_forward_pass(tiny_model, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", documents(2))
+    sample(docs, "-o", tmp_path / "plain.jsonl", "--model", tiny_model, *FAST)
+    assert all("token_logprobs" not in c for r in read_jsonl(tmp_path / "plain.jsonl") for c in r["candidates"])
+    sample(docs, "-o", tmp_path / "lp.jsonl", "--model", tiny_model, *FAST, "--logprobs")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    for record in read_jsonl(tmp_path / "lp.jsonl"):
+        for cand in record["candidates"]:
+            lps = cand["token_logprobs"]
+            assert len(lps) == len(cand["token_ids"]) and all(lp <= 0 for lp in lps)
+            assert all(round(lp, 2) == lp for lp in lps)  # stored with 2 decimals
+            assert cand["cumulative_logprob"] == pytest.approx(sum(lps), abs=0.01 * len(lps) + 1e-6)
+    # the first candidate of the raw-prompt document, checked against an independent forward pass
+    from transformers import AutoTokenizer
+
+    record = read_jsonl(tmp_path / "lp.jsonl")[1]
+    cand = record["candidates"][0]
+    ids = AutoTokenizer.from_pretrained(tiny_model)(record["prompt"])["input_ids"]
+    full = torch.tensor([ids + cand["token_ids"]])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(full).logits[0, len(ids) - 1 : -1].float(), -1)
+    expected = logps.gather(1, full[0, len(ids) :, None])[:, 0].tolist()
+    assert cand["token_logprobs"] == pytest.approx([round(x, 2) for x in expected], abs=0.011)

@@ -277,3 +277,28 @@ def test_checkpointing_bf16_and_eval_split(tiny_model, pairs, tmp_path):
     rows = read_jsonl(tmp_path / "bf16" / "metrics.jsonl")
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # reference taken under the same autocast
     assert all(math.isfinite(r["loss"]) for r in rows)
+
+
+def test_length_penalty_and_rejected_loop_cut_reach_the_loss(tiny_model, pairs, tmp_path):
+    from transformers import AutoTokenizer
+
+    from dpominer.train.config import TrainConfig
+    from dpominer.train.loop import TrainSummary, read_examples
+
+    out = tmp_path / "rdpo"
+    code, output = run(pairs, "-m", tiny_model, "-o", out, "--max-steps", "1", "--length-penalty", "-0.01",
+                       "--rejected-loop-copies", "2", "--batch-size", "12", "--lr", "1e-3", "--max-length", "384",
+                       "--threads", "1", "--save-every", "0")
+    assert code == 0, output
+    meta = json.loads((out / "dpominer.meta.json").read_text())
+    assert meta["summary"]["truncation"]["rejected_loops_cut"] == 12  # 8 copies each, cut to 2
+    cfg = TrainConfig(model=str(tiny_model), rejected_loop_copies=2, max_length=384)
+    examples, _ = read_examples(pairs, AutoTokenizer.from_pretrained(tiny_model), cfg, False, TrainSummary())
+    deltas = [len(e.chosen_ids) - len(e.rejected_ids) for e in examples]
+    # step 1: policy = reference, so β·logits = 0 and the loss is the mean of −log σ(α·Δ), α = −0.01
+    expected = sum(math.log1p(math.exp(0.01 * d)) for d in deltas) / len(deltas)
+    [row] = read_jsonl(out / "metrics.jsonl")
+    assert row["loss"] == pytest.approx(expected, abs=1e-5) and row["loss"] != pytest.approx(math.log(2))
+    assert row["length/chosen"] == pytest.approx(sum(len(e.chosen_ids) for e in examples) / 12)
+    code, output = run(pairs, "-m", tiny_model, "-o", tmp_path / "x", "--length-penalty", "0.1", "--loss-type", "ipo")
+    assert code == 1 and "length_penalty applies to the sigmoid and hinge losses" in output

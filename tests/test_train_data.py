@@ -144,3 +144,19 @@ def test_eval_split_keeps_a_documents_pairs_together():
     assert 150 < len(held) < 250
     assert all(in_eval_split(k, 0.1) for k in held)
     assert not any(in_eval_split(k, 0.0) for k in keys)
+
+
+def test_rejected_loop_cut_to_onset_and_k_copies(tokenizer):
+    # the rejected side is TEXT[:30] + 12 copies of a 21-character unit; the loop starts at char 30.
+    # K = 2 keeps chars [0, 30 + 2·21) = the onset and two copies, nothing after, no end of turn
+    whole = tokenize_pair(chat_pair(start_char=30), tokenizer, loop_copies=4)
+    cut = tokenize_pair(chat_pair(start_char=30), tokenizer, loop_copies=4, rejected_loop_copies=2)
+    assert tokenizer.decode(cut.rejected_ids) == TEXT[:30] + UNIT * 2
+    assert cut.rejected_cut_tokens == len(whole.rejected_ids) - len(cut.rejected_ids) > 0
+    assert cut.chosen_ids == whole.chosen_ids and cut.prompt_ids == whole.prompt_ids
+    assert cut.rejected_keep == len(cut.rejected_ids)  # truncation keeps all of what is left
+    # K above the copies the loop has, or a rejected side without a loop position: nothing is cut
+    assert tokenize_pair(chat_pair(start_char=30), tokenizer, loop_copies=4,
+                         rejected_loop_copies=20).rejected_ids == whole.rejected_ids
+    plain = tokenize_pair(chat_pair(), tokenizer, loop_copies=4, rejected_loop_copies=2)
+    assert plain.rejected_cut_tokens == 0 and tokenizer.decode(plain.rejected_ids) == TEXT[:30] + UNIT * 12

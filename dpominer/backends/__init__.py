@@ -58,6 +58,7 @@ class SamplingSpec(BaseModel):
     stop_on_loop: bool = False
     loop_stop: LoopStop = Field(default_factory=LoopStop)
     json_schema: dict | None = Field(None, description="constrain the output to this JSON schema (vllm, openai)")
+    logprobs: bool = Field(False, description="return each generated token's log-prob under the model")
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Request:
     messages: list[dict] | None  # for servers that apply the chat template themselves
     seeds: list[int]  # one per candidate
     max_tokens: int
+    images: list | None = None  # the document's page images (8-bit RGB PIL), in order of its image parts
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Completion:
     cumulative_logprob: float | None = None
     seed: int | None = None
     extra: dict = field(default_factory=dict)
+    token_logprobs: list[float] | None = None  # one per token id, when SamplingSpec.logprobs asks
 
 
 class Backend(Protocol):

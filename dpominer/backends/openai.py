@@ -2,7 +2,9 @@
 /v1/chat/completions for message documents (the server applies the chat template).
 
 Requests run concurrently (a thread pool), retry with exponential backoff on 429, 5xx and
-connection errors, and time out. One request asks for all n candidates of a document; a server that
+connection errors, and time out. A request that still fails marks its completions ``failed``: `sample`
+and `score --judge` then stop (exit 1) with their partial file kept, never writing the failure as data.
+One request asks for all n candidates of a document; a server that
 returns fewer (llama.cpp's ignores n) gets the rest as single-candidate requests, each with its own
 seed, and is remembered as such.
 """
@@ -73,7 +75,8 @@ class OpenAIBackend:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "answer", "schema": spec.json_schema}}
         if request.messages is not None:
-            body |= {"messages": request.messages, "logprobs": True, "top_logprobs": 0}
+            messages = chat_messages(request.messages, request.images) if request.images else request.messages
+            body |= {"messages": messages, "logprobs": True, "top_logprobs": 0}
             answer = self._post("/chat/completions", body)
         else:
             body |= {"prompt": request.prompt_text, "logprobs": 0}
@@ -91,8 +94,8 @@ class OpenAIBackend:
             for seed in request.seeds[len(got) :]:  # a server that ignored n: one request per candidate
                 got += self._ask(request, spec, 1, seed)[:1]
             return got
-        except RuntimeError as exc:
-            return [Completion(text="", finish_reason="error", seed=seed, extra={"error": str(exc)})
+        except RuntimeError as exc:  # after the retries: the run stops, and --resume asks again
+            return [Completion(text="", finish_reason="error", seed=seed, extra={"error": str(exc), "failed": str(exc)})
                     for seed in request.seeds]
 
     def generate(self, requests: list[Request], spec: SamplingSpec) -> list[list[Completion]]:
@@ -100,6 +103,22 @@ class OpenAIBackend:
             raise InputError("--stop-on-loop: not available with --backend openai (use vllm or hf)")
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda r: self._one(r, spec), requests))
+
+
+def chat_messages(messages: list[dict], images: list) -> list[dict]:
+    """Messages in the OpenAI chat form, each ``{"type": "image"}`` part replaced by the next image as an
+    ``image_url`` part holding a base64 PNG data URL (servers cannot read the client's files)."""
+    from ..images import data_url
+
+    pictures = iter(images)
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{"type": "image_url", "image_url": {"url": data_url(next(pictures))}}
+                       if part["type"] == "image" else {"type": "text", "text": part["text"]} for part in content]
+        out.append({**message, "content": content})
+    return out
 
 
 def _completion(choice: dict, seed: int) -> Completion:
@@ -115,4 +134,5 @@ def _completion(choice: dict, seed: int) -> Completion:
         tokens = logprobs["token_logprobs"]
     cumulative = sum(lp for lp in tokens if lp is not None) if tokens else None
     return Completion(text=text, finish_reason=finish, cumulative_logprob=cumulative, seed=seed,
-                      extra={"num_tokens": len(tokens)} if tokens is not None else {})
+                      extra={"num_tokens": len(tokens)} if tokens is not None else {},
+                      token_logprobs=[lp if lp is not None else 0.0 for lp in tokens] if tokens else None)

@@ -22,6 +22,16 @@ def _on_cpu() -> bool:
         return True
 
 
+def engine_prompt(request: Request) -> dict:
+    """vLLM's prompt for a request: token ids for text; for an image document the templated text with the
+    model's image placeholders and the pixels under ``multi_modal_data`` (vLLM's documented multimodal
+    input: it runs the model's own processor and expands the placeholders)."""
+    if request.images:
+        pictures = request.images[0] if len(request.images) == 1 else list(request.images)
+        return {"prompt": request.prompt_text, "multi_modal_data": {"image": pictures}}
+    return {"prompt_token_ids": request.prompt_ids}
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -47,6 +57,12 @@ class VLLMBackend:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        from .. import multimodal
+
+        # a VLM's processor renders the template and counts the image tokens (the context check); vLLM
+        # then gets the prompt text and the pixels and expands the placeholders itself
+        self.processor = (multimodal.load_processor(model, trust_remote_code)
+                          if multimodal.is_vision_model(model, trust_remote_code) else None)
         self.eos_id = self.tokenizer.eos_token_id
         self.settings = {k: v for k, v in kwargs.items() if k != "model"} | {"device": "cpu" if cpu else "cuda"}
 
@@ -78,7 +94,7 @@ class VLLMBackend:
         for request in requests:
             assert request.prompt_ids is not None
             for seed in request.seeds:
-                prompts.append({"prompt_token_ids": request.prompt_ids})
+                prompts.append(engine_prompt(request))
                 params.append(self._params(spec, seed, request.max_tokens))
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results, position = [], 0
@@ -91,7 +107,11 @@ class VLLMBackend:
                 ids = list(out.token_ids)
                 if finish == "stop" and ids and ids[-1] == self.eos_id:
                     ids.pop()  # as the hf backend: the ids of the text, without the EOS that ended it
+                logprobs = None
+                if spec.logprobs and out.logprobs is not None:  # logprobs=0: the sampled token's only
+                    logprobs = [step[token].logprob for step, token in zip(out.logprobs, ids, strict=False)]
                 completions.append(Completion(text=out.text, finish_reason=finish, token_ids=ids,
-                                              cumulative_logprob=out.cumulative_logprob, seed=seed))
+                                              cumulative_logprob=out.cumulative_logprob, seed=seed,
+                                              token_logprobs=logprobs))
             results.append(completions)
         return results

@@ -12,6 +12,9 @@ from typing import Any
 
 import torch
 
+from ..guard import WriteError, check_write, temp_path
+from ..records import InputError
+
 STATE = "trainer_state.pt"
 MODEL_MARKERS = ("config.json", "adapter_config.json")
 
@@ -47,35 +50,52 @@ def save_model(model, tokenizer, folder: Path) -> None:
 
 def save(output: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int) -> Path:
     final = checkpoint_dir(output, step)
-    staging = final.with_name(f".{final.name}.tmp")
+    check_write(final)
+    staging = temp_path(final)
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_model(model, tokenizer, staging)
-    torch.save(trainer_state, staging / STATE)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
-    _fsync_dir(final.parent)
+    try:
+        staging.mkdir(parents=True)
+        save_model(model, tokenizer, staging)
+        torch.save(trainer_state, staging / STATE)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        raise WriteError(final, exc, "; earlier checkpoints are kept") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     for old in sorted(p for p in final.parent.glob("step-*") if p != final)[:-keep + 1 or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def load_state(folder: Path) -> dict[str, Any]:
-    # our own file (optimizer tensors, RNG tuples): not a weights-only payload
-    return torch.load(folder / STATE, weights_only=False)
+    """Tensors, numbers, strings and containers only (``weights_only``): a crafted file cannot run code."""
+    try:
+        return torch.load(folder / STATE, weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or ValueError for a file it refuses
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"--resume: {folder / STATE} is not a plain trainer state (refused to load: "
+                         f"{first[:200]}); delete that checkpoint to resume from an earlier one") from None
 
 
 def publish(output: Path, model, tokenizer) -> None:
     """Write the final model into ``output`` itself, its config last: a folder that has the config has
     the weights."""
-    staging = output / ".final.tmp"
+    staging = temp_path(output / "final")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save_model(model, tokenizer, staging)
-    names = sorted(p.name for p in staging.iterdir())
-    for name in sorted(names, key=lambda n: n in MODEL_MARKERS):
-        os.replace(staging / name, output / name)
-    staging.rmdir()
+    try:
+        staging.mkdir(parents=True)
+        save_model(model, tokenizer, staging)
+        names = sorted((p.name for p in staging.iterdir()), key=lambda n: n in MODEL_MARKERS)
+        for name in names:
+            check_write(output / name)  # all checked before the first is moved
+        for name in names:
+            os.replace(staging / name, output / name)
+    except OSError as exc:
+        raise WriteError(output, exc) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:

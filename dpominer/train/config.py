@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..images import DEFAULT_DPI
 from ..models import DEFAULT_MODEL
 
 
@@ -28,10 +29,14 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="cDPO / robust DPO ε (sigmoid loss)")
     sft_weight: float = Field(0.0, ge=0, description="weight of an NLL term on the chosen side")
     length_normalize: bool = Field(False, description="mean instead of sum of completion log-probs")
+    length_penalty: float = Field(0.0, description="R-DPO α: adds α·(|chosen| − |rejected|) tokens inside the "
+                                                   "sigmoid; < 0 discounts pairs whose chosen side is shorter")
     # data
     max_length: int = Field(1024, ge=2, description="tokens of prompt + completion")
     max_prompt_length: int | None = Field(None, ge=1, description="prompt tokens kept (its end)")
     loop_copies: int = Field(4, ge=1, description="loop copies a truncated rejected side keeps after the onset")
+    rejected_loop_copies: int = Field(
+        3, ge=0, description="cut every rejected loop to its onset + this many copies (0: keep it whole)")
     tokenize_separately: bool = Field(False, description="tokenise prompt and completion apart")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="share of documents held out for eval metrics")
     # optimisation
@@ -48,6 +53,10 @@ class TrainConfig(BaseModel):
     ref: Literal["precompute", "model"] = Field(
         "precompute", description="reference log-probs computed once and cached, or a live reference")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    # vision-language models
+    freeze_vision: bool = Field(True, description="keep the vision tower and projector frozen (LoRA: the "
+                                "language model's layers only)")
+    dpi: int = Field(DEFAULT_DPI, ge=18, le=1200, description="resolution PDF pages are rendered at")
     # bookkeeping
     seed: int = 0
     eval_every: int = Field(0, ge=0, description="optimizer steps between evals (0: at the end only)")
@@ -62,6 +71,8 @@ class TrainConfig(BaseModel):
             raise ValueError("max_prompt_length must be below max_length")
         if self.label_smoothing and self.loss_type != "sigmoid":
             raise ValueError("label_smoothing applies to the sigmoid loss only")
+        if self.length_penalty and self.loss_type == "ipo":
+            raise ValueError("length_penalty applies to the sigmoid and hinge losses, not ipo")
         return self
 
     @property

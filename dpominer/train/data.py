@@ -9,15 +9,18 @@ ones; here that is an error naming the pair and what differs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import torch
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from ..images import ImageRef, PdfPage
 from ..records import Message
 
 CUT_OFF = {"length", "repetition"}  # a completion that never ended on its own: no end-of-turn token
@@ -30,6 +33,7 @@ class PreferenceRecord(BaseModel):
     prompt: str | list[Message]
     chosen: str | list[Message]
     rejected: str | list[Message]
+    images: list[ImageRef] | None = None  # TRL's VLM column: paths resolving from the pairs file's folder
     id: str | None = None
     chosen_scores: dict[str, Any] = {}
     rejected_scores: dict[str, Any] = {}
@@ -41,7 +45,20 @@ class PreferenceRecord(BaseModel):
             raise ValueError("prompt, chosen and rejected must all be strings or all be message lists")
         if isinstance(self.prompt, list) and not self.prompt:
             raise ValueError("'prompt' is an empty message list")
+        if self.images:
+            if not self.conversational:
+                raise ValueError("'images' need a conversational prompt with {\"type\": \"image\"} parts")
+            parts = sum(m.image_parts for m in self.prompt)  # type: ignore[union-attr]
+            if parts != len(self.images):
+                raise ValueError(f"{parts} image content part(s) in 'prompt' but {len(self.images)} in 'images'")
         return self
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _refs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [PdfPage.model_validate(v) if isinstance(v, dict) else v for v in value]
+        return value
 
     @property
     def conversational(self) -> bool:
@@ -58,6 +75,11 @@ class Example:
     chosen_ids: list[int]
     rejected_ids: list[int]
     rejected_keep: int | None = None
+    # image pairs: the extra inputs of the prompt's images (pixel_values, …), loaded when a batch is built
+    # (pages at 150 dpi are megabytes each: not kept in memory), and a hash of those pixels
+    vision: Callable[[], dict[str, torch.Tensor]] | None = None
+    image_digest: str | None = None
+    rejected_cut_tokens: int = 0  # tokens after onset + K copies dropped by ``rejected_loop_copies``
 
     def length(self) -> int:
         return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
@@ -71,11 +93,65 @@ class Truncation:
     chosen_cut: int = 0
     rejected_cut: int = 0
     loops_kept_by_moving_the_cut: int = 0
+    rejected_loops_cut: int = 0  # rejected loops cut to onset + --rejected-loop-copies copies
     dropped: dict[str, int] = field(default_factory=dict)
 
 
+class PairCheck:
+    """What no pair may be, checked on every line before training (``pairs.jsonl:LINE: why``): a side that
+    is empty or blank, a side from a failed generation (``finish_reason`` "error", what a dead server
+    leaves), chosen equal to rejected once Unicode and whitespace are normalised as for fidelity, or an
+    exact copy of an earlier pair. ``reason`` names the last refusal (the summary counts skips by it)."""
+
+    def __init__(self) -> None:
+        self.lineno = 0
+        self.reason: str | None = None
+        self.seen: dict[bytes, int] = {}  # 16-byte digest of (prompt, chosen, rejected) → line
+
+    def line(self, raw: bytes) -> None:
+        self.lineno += 1
+        self.reason = None
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.reason = reason
+        raise ValueError(message)
+
+    def __call__(self, record: PreferenceRecord) -> None:
+        from ..fidelity import FidelityConfig, normalise
+
+        texts = {}
+        for side in ("chosen", "rejected"):
+            text = _side_text(getattr(record, side))
+            if not text.strip():
+                self._refuse(f"{side}_blank", f"the {side} side is {'blank' if text else 'empty'}")
+            scores = getattr(record, f"{side}_scores") or {}
+            if scores.get("finish_reason") == "error" or scores.get("error"):
+                self._refuse(f"{side}_failed", f"the {side} side comes from a failed generation (finish_reason "
+                                               "'error'), not from the model")
+            texts[side] = normalise(text, FidelityConfig())
+        if texts["chosen"] == texts["rejected"]:
+            self._refuse("chosen_equals_rejected", "chosen and rejected are the same text (after normalising Unicode "
+                                                   "and whitespace): nothing to prefer")
+        key = hashlib.blake2b(orjson.dumps([_plain(record.prompt), _plain(record.chosen), _plain(record.rejected)]),
+                              digest_size=16).digest()
+        if key in self.seen:
+            self._refuse("duplicate", f"an exact copy of the pair on line {self.seen[key]}")
+        self.seen[key] = self.lineno
+
+
+def _plain(value: str | list[Message]) -> Any:
+    return value if isinstance(value, str) else [m.model_dump() for m in value]
+
+
+def _side_text(value: str | list[Message]) -> str:
+    """A completion's text: the string, or the contents of its messages."""
+    return value if isinstance(value, str) else "".join(m.text for m in value)
+
+
 def _messages(value: str | list[Message]) -> list[dict[str, Any]]:
-    return [m.model_dump() for m in value] if isinstance(value, list) else [{"role": "user", "content": value}]
+    if isinstance(value, list):
+        return [m.model_dump(exclude_none=True) for m in value]
+    return [{"role": "user", "content": value}]
 
 
 def _first_difference(a: str, b: str) -> int:
@@ -104,6 +180,8 @@ def _completion_text(tokenizer, record: PreferenceRecord, side: str) -> tuple[st
             "tokens cannot be masked reliably; fix the template or give the pairs as strings")
     completion = full_text[len(prompt_text):]
     content = reply[-1]["content"]
+    if isinstance(content, list):  # content parts (image pairs): the reply's text
+        content = "".join(part.get("text") or "" for part in content if part.get("type") == "text")
     start = completion.find(content) if content else 0
     if not ended and start == 0:
         completion = content  # cut off at max_tokens or a loop stop: the model never closed its turn
@@ -127,12 +205,27 @@ def _char_to_token(offsets: list[tuple[int, int]] | None, n_tokens: int, char: i
     return n_tokens
 
 
-def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, separate: bool = False) -> Example:
-    """Tokenise both sides; raise ValueError (with the reason) when the prompt boundary does not hold."""
+def _loop_end_token(scores: dict[str, Any], copies: float, content_start: int, offsets, n_tokens: int,
+                    text_len: int) -> int:
+    """Completion tokens needed to hold the loop's onset and ``copies`` copies of its unit."""
+    copies = min(float(scores.get("copies") or copies), copies)
+    end_char = content_start + int(scores["start_char"] + copies * scores["unit_len"])
+    return _char_to_token(offsets, n_tokens, end_char, text_len)
+
+
+def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, separate: bool = False,
+                  rejected_loop_copies: int | None = None) -> Example:
+    """Tokenise both sides; raise ValueError (with the reason) when the prompt boundary does not hold.
+
+    With ``rejected_loop_copies`` K, a rejected side with a loop (``start_char``, ``unit_len`` in its
+    scores) is cut after the onset and K copies of the unit, with no end-of-turn: what stays says "this
+    loop is bad", not "long is bad" (the text before the onset is shared with the chosen side often
+    enough to cancel in the margin)."""
     eos = tokenizer.eos_token_id
     sides: dict[str, list[int]] = {}
     prompt_ids: list[int] = []
     rejected_keep = None
+    cut_tokens = 0
     for side in ("chosen", "rejected"):
         prompt_text, completion, content_start = _completion_text(tokenizer, record, side)
         special = not record.conversational  # a rendered template already holds its BOS
@@ -155,14 +248,16 @@ def tokenize_pair(record: PreferenceRecord, tokenizer, *, loop_copies: int, sepa
             ids = ids + [eos]
         if not ids:
             raise ValueError(f"the {side} completion is empty")
-        sides[side] = ids
         scores = record.rejected_scores
         if side == "rejected" and scores.get("start_char") is not None and scores.get("unit_len"):
-            copies = min(float(scores.get("copies") or loop_copies), loop_copies)
-            end_char = content_start + int(scores["start_char"] + copies * scores["unit_len"])
-            rejected_keep = _char_to_token(offsets, len(ids), end_char, len(completion))
+            if rejected_loop_copies is not None:
+                keep = _loop_end_token(scores, rejected_loop_copies, content_start, offsets, len(ids), len(completion))
+                cut_tokens, ids = max(0, len(ids) - keep), ids[:keep]
+            rejected_keep = min(len(ids), _loop_end_token(scores, loop_copies, content_start, offsets, len(ids),
+                                                          len(completion)))
+        sides[side] = ids
     key = record.id or hashlib.blake2b(repr((record.prompt, record.chosen)).encode(), digest_size=8).hexdigest()
-    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep)
+    return Example(key, prompt_ids, sides["chosen"], sides["rejected"], rejected_keep, rejected_cut_tokens=cut_tokens)
 
 
 def truncate(ex: Example, max_length: int, max_prompt_length: int | None, stats: Truncation,
@@ -174,7 +269,9 @@ def truncate(ex: Example, max_length: int, max_prompt_length: int | None, stats:
     that, the prompt gives up its start instead (down to ``min_prompt`` tokens), else the pair is dropped.
     """
     prompt = ex.prompt_ids
-    if max_prompt_length is not None and len(prompt) > max_prompt_length:
+    if ex.vision is not None:
+        min_prompt = len(prompt)  # cutting into a prompt would cut its image tokens: kept whole
+    elif max_prompt_length is not None and len(prompt) > max_prompt_length:
         prompt = prompt[-max_prompt_length:]
     need = min(ex.rejected_keep, len(ex.rejected_ids)) if ex.rejected_keep else 1
     budget = max_length - len(prompt)
@@ -193,7 +290,8 @@ def truncate(ex: Example, max_length: int, max_prompt_length: int | None, stats:
     stats.chosen_cut += len(ex.chosen_ids) > budget
     stats.rejected_cut += len(ex.rejected_ids) > budget
     stats.loops_kept_by_moving_the_cut += moved
-    return Example(ex.key, prompt, ex.chosen_ids[:budget], ex.rejected_ids[:budget], ex.rejected_keep)
+    return dataclasses.replace(ex, prompt_ids=prompt, chosen_ids=ex.chosen_ids[:budget],
+                               rejected_ids=ex.rejected_ids[:budget])
 
 
 def in_eval_split(key: str, fraction: float) -> bool:
@@ -222,8 +320,9 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
     return batches
 
 
-def collate(examples: Iterable[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen rows then rejected rows, right-padded: input_ids, attention_mask, labels (2B, T)."""
+def collate(examples: Iterable[Example], pad_id: int) -> dict[str, Any]:
+    """Chosen rows then rejected rows, right-padded: input_ids, attention_mask, labels (2B, T); for image
+    pairs also ``vision``, the extra inputs of each pair's prompt (B dicts)."""
     examples = list(examples)
     rows = [(e.prompt_ids, e.chosen_ids) for e in examples] + [(e.prompt_ids, e.rejected_ids) for e in examples]
     width = max(len(p) + len(c) for p, c in rows)
@@ -235,12 +334,24 @@ def collate(examples: Iterable[Example], pad_id: int) -> dict[str, torch.Tensor]
         input_ids[i, :len(seq)] = torch.tensor(seq)
         labels[i, len(prompt):len(seq)] = torch.tensor(completion)
         attention_mask[i, :len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if any(e.vision is not None for e in examples):
+        # one entry per pair (not per row): the pair's prompt, and so its images, is encoded once
+        batch["vision"] = [e.vision() if e.vision is not None else {} for e in examples]
+    return batch
+
+
+def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
+    """The batch on ``device``; a pair's vision inputs too."""
+    out = {k: v.to(device) for k, v in batch.items() if k != "vision"}
+    if "vision" in batch:
+        out["vision"] = [{k: v.to(device) for k, v in pair.items()} for pair in batch["vision"]]
+    return out
 
 
 def data_digest(examples: list[Example]) -> str:
     """Content hash of the tokenised pairs (keys the reference log-prob cache)."""
     h = hashlib.blake2b(digest_size=16)
     for e in examples:
-        h.update(repr((e.prompt_ids, e.chosen_ids, e.rejected_ids)).encode())
+        h.update(repr((e.prompt_ids, e.chosen_ids, e.rejected_ids, e.image_digest)).encode())
     return h.hexdigest()

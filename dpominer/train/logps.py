@@ -128,23 +128,28 @@ class CompletionLogps(nn.Module):
         self.padding_free = padding_free  # None: on a CPU
         self.share_prompts: bool | None = None if _tree_capable(inner.config) else False  # None: check first
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # input_ids, attention_mask, labels (B, T); labels −100 at prompt and padding; padding on the right
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                vision: list[dict[str, torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        # input_ids, attention_mask, labels (B, T); labels −100 at prompt and padding; padding on the right.
+        # vision: per pair, the extra inputs of its prompt's images (pixel_values, …); rows i and i + B/2 share it
         target = labels[:, 1:]  # token t is predicted at position t−1
         mask = target != -100  # (B, T-1)
         counts = mask.sum(-1)  # (B,)
         if not self._fast:
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            extra = _rows_vision(vision, labels.shape[0])
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra).logits
             return sequence_logps(logits, labels), counts
         inner = self._inner[0]
         backbone = getattr(inner, inner.base_model_prefix)
         padding_free = input_ids.device.type == "cpu" if self.padding_free is None else self.padding_free
-        if padding_free:
+        if padding_free or vision is not None:  # image pairs: a call per pair, so each image is encoded once
             lengths = attention_mask.sum(-1).tolist()
-            rows = None if self.share_prompts is False else self._rows_by_pair(backbone, input_ids, labels, lengths)
+            rows = None if self.share_prompts is False else self._rows_by_pair(backbone, input_ids, labels, lengths,
+                                                                                vision)
             if rows is None:
-                rows = [backbone(input_ids=input_ids[i:i + 1, :n], use_cache=False).last_hidden_state[0]
+                half = labels.shape[0] // 2
+                rows = [backbone(input_ids=input_ids[i:i + 1, :n], use_cache=False,
+                                 **(vision[i % half] if vision else {})).last_hidden_state[0]
                         for i, n in enumerate(lengths)]
             picked = torch.cat([h[:-1][mask[i, :len(h) - 1]] for i, h in enumerate(rows)])  # (N, H), rows in order
         else:
@@ -155,42 +160,56 @@ class CompletionLogps(nn.Module):
         row = torch.arange(labels.shape[0], device=labels.device)[:, None].expand_as(mask)[mask]  # (N,)
         return sums.index_add(0, row, token_logps), counts
 
-    def _rows_by_pair(self, backbone, input_ids: torch.Tensor, labels: torch.Tensor,
-                      lengths: list[int]) -> list[torch.Tensor] | None:
+    def _rows_by_pair(self, backbone, input_ids: torch.Tensor, labels: torch.Tensor, lengths: list[int],
+                      vision: list[dict[str, torch.Tensor]] | None = None) -> list[torch.Tensor] | None:
         """Hidden states (n_i, H) of every row, one backbone call per pair; None when pairs do not share prompts."""
         prompts = _shared_prompts(input_ids, labels, lengths)
         if prompts is None:
             return None
         half = len(prompts)
+        extras = vision or [{}] * half
         if self.share_prompts is None:
             self.share_prompts = _tree_matches_rows(backbone, input_ids[0, :lengths[0]],
-                                                    input_ids[half, :lengths[half]], prompts[0])
+                                                    input_ids[half, :lengths[half]], prompts[0], extras[0])
             if not self.share_prompts:
                 return None
-        pairs = [_tree_forward(backbone, input_ids[i, :lengths[i]], input_ids[i + half, :lengths[i + half]], p)
-                 for i, p in enumerate(prompts)]
+        pairs = [_tree_forward(backbone, input_ids[i, :lengths[i]], input_ids[i + half, :lengths[i + half]], p,
+                               extras[i]) for i, p in enumerate(prompts)]
         return [chosen for chosen, _ in pairs] + [rejected for _, rejected in pairs]  # the batch's row order
 
 
-def _tree_forward(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden states of the chosen row (len(chosen), H) and the rejected row (len(rejected), H), one call."""
+def _rows_vision(vision: list[dict[str, torch.Tensor]] | None, rows: int) -> dict[str, torch.Tensor]:
+    """The pairs' extra inputs laid out for a padded batch of chosen rows then rejected rows (the images
+    encoded twice, TRL's way: only for heads the chunked log-prob cannot reproduce)."""
+    if not vision:
+        return {}
+    assert len(vision) * 2 == rows
+    return {key: torch.cat([pair[key] for pair in vision] * 2) for key in vision[0]}
+
+
+def _tree_forward(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int,
+                  extra: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states of the chosen row (len(chosen), H) and the rejected row (len(rejected), H), one call;
+    ``extra``: the prompt's image inputs, encoded once for both rows."""
     ids, positions, allowed = _tree_inputs(chosen, rejected, p)
-    h = backbone(input_ids=ids, position_ids=positions, attention_mask=allowed, use_cache=False).last_hidden_state[0]
+    h = backbone(input_ids=ids, position_ids=positions, attention_mask=allowed, use_cache=False,
+                 **(extra or {})).last_hidden_state[0]
     return h[:len(chosen)], torch.cat([h[:p], h[len(chosen):]])
 
 
-def _tree_matches_rows(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int) -> bool:
+def _tree_matches_rows(backbone, chosen: torch.Tensor, rejected: torch.Tensor, p: int,
+                       extra: dict[str, torch.Tensor] | None = None) -> bool:
     """Once per run: does this architecture take the custom mask and positions and honour them? If not, a
     call per row. On SmolLM2 a mask letting the rejected part see the chosen one moves the hidden states by
     17–21 % (relative norm); bf16 autocast alone by < 1 %, fp32 rounding by < 1e-6."""
     tolerance = 3e-2 if torch.is_autocast_enabled(chosen.device.type) else 1e-3
     with torch.no_grad():
         try:
-            tree = _tree_forward(backbone, chosen, rejected, p)
+            tree = _tree_forward(backbone, chosen, rejected, p, extra)
         except (TypeError, ValueError, RuntimeError):
             return False
         for ids, shared in zip((chosen, rejected), tree, strict=True):
-            alone = backbone(input_ids=ids[None], use_cache=False).last_hidden_state[0].float()
+            alone = backbone(input_ids=ids[None], use_cache=False, **(extra or {})).last_hidden_state[0].float()
             if (shared.float() - alone).norm() > tolerance * alone.norm():
                 return False
     return True

@@ -18,22 +18,26 @@ from typing import Any
 import orjson
 import torch
 
+from ..guard import WriteError, check_write, temp_path
 from ..records import InputError, iter_jsonl
 from . import checkpoint, dist, reference
 from .config import TrainConfig
 from .data import (
     Example,
+    PairCheck,
     PreferenceRecord,
     Truncation,
     collate,
     data_digest,
     in_eval_split,
     length_grouped_batches,
+    to_device,
     tokenize_pair,
     truncate,
 )
 from .loss import dpo_loss
-from .model import autocast_for, build_policy, load_tokenizer, reference_logps_fn
+from .model import autocast_for, build_policy, load_image_processor, load_tokenizer, reference_logps_fn
+from .vision import tokenize_image_pair
 
 Events = Callable[[str, dict[str, Any]], None]
 UNCHECKED_ON_RESUME = {"save_every", "keep_checkpoints", "eval_every", "threads", "max_steps", "epochs"}
@@ -57,6 +61,7 @@ class TrainSummary:
     tokens: int = 0
     final: dict[str, float] = field(default_factory=dict)
     final_eval: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # invalid pairs dropped by --skip-invalid, by reason
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -65,21 +70,40 @@ class TrainSummary:
 
 
 def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
-                  summary: TrainSummary) -> tuple[list[Example], list[Example]]:
-    def check(record: PreferenceRecord) -> None:
+                  summary: TrainSummary, processor=None) -> tuple[list[Example], list[Example]]:
+    """Validate every pair (see :class:`PairCheck`) and tokenise it, before the model is loaded.
+
+    A bad pair stops the run naming ``pairs:LINE``; ``skip_invalid`` drops it and counts it by reason."""
+    checker = PairCheck()
+
+    def check(record: PreferenceRecord) -> None:  # ValueError → "pairs:LINE: why"
+        checker(record)
+        if record.images:
+            if processor is None:
+                raise ValueError(f"--model {cfg.model} takes no images (it has no image processor)")
+            examples.append(tokenize_image_pair(record, processor, base=pairs.parent, dpi=cfg.dpi,
+                                                loop_copies=cfg.loop_copies))
+            return
         examples.append(tokenize_pair(record, tokenizer, loop_copies=cfg.loop_copies,
-                                      separate=cfg.tokenize_separately))  # ValueError → "pairs:LINE: why"
+                                      separate=cfg.tokenize_separately,
+                                      rejected_loop_copies=cfg.rejected_loop_copies or None))
+
+    def skipped(message: str) -> None:
+        reason = checker.reason or "invalid_line"
+        summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
 
     examples: list[Example] = []
-    for _ in iter_jsonl(pairs, PreferenceRecord, skip_invalid=skip_invalid, unique_ids=False, check=check):
+    for _ in iter_jsonl(pairs, PreferenceRecord, skip_invalid=skip_invalid, unique_ids=False, check=check,
+                        on_line=checker.line, on_skip=skipped):
         summary.pairs_read += 1
+    summary.truncation.rejected_loops_cut = sum(e.rejected_cut_tokens > 0 for e in examples)
     fitted = [f for f in (truncate(e, cfg.max_length, cfg.max_prompt_length, summary.truncation) for e in examples)
               if f is not None]
     train = [e for e in fitted if not in_eval_split(e.key, cfg.eval_fraction)]
     held = [e for e in fitted if in_eval_split(e.key, cfg.eval_fraction)]
     if not train:
         raise InputError(f"{pairs}: no pair left to train on after truncation and the eval split "
-                         f"({summary.truncation.dropped or 'none dropped'})")
+                         f"({summary.truncation.dropped or 'none dropped'}; skipped {summary.skipped or 'none'})")
     summary.train_pairs, summary.eval_pairs = len(train), len(held)
     return train, held
 
@@ -93,7 +117,8 @@ def pair_metrics(sums: torch.Tensor, counts: torch.Tensor, ref_sums: torch.Tenso
     ref = ref_sums.T.reshape(-1) / counts if cfg.length_normalize else ref_sums.T.reshape(-1)  # (2B,)
     losses, chosen_rewards, rejected_rewards = dpo_loss(
         policy[:n], policy[n:], ref[:n], ref[n:], beta=cfg.beta, loss_type=cfg.loss_type,
-        label_smoothing=cfg.label_smoothing)
+        label_smoothing=cfg.label_smoothing, length_penalty=cfg.length_penalty,
+        chosen_lengths=counts[:n], rejected_lengths=counts[n:])
     loss = losses.mean()
     metrics = {"dpo_loss": loss.item()}
     if cfg.sft_weight:
@@ -108,6 +133,8 @@ def pair_metrics(sums: torch.Tensor, counts: torch.Tensor, ref_sums: torch.Tenso
         "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
         "logps/chosen": policy[:n].detach().mean().item(),
         "logps/rejected": policy[n:].detach().mean().item(),
+        "length/chosen": counts[:n].mean().item(),
+        "length/rejected": counts[n:].mean().item(),
     })
     return loss, metrics
 
@@ -131,7 +158,7 @@ def evaluate(logps_fn, examples: list[Example], ref: torch.Tensor, cfg: TrainCon
     rows = []
     for start in range(world.rank * cfg.batch_size, len(examples), cfg.batch_size * world.size):
         chunk = examples[start:start + cfg.batch_size]
-        batch = {k: v.to(world.device) for k, v in collate(chunk, pad_id).items()}
+        batch = to_device(collate(chunk, pad_id), world.device)
         with autocast or nullcontext():
             sums, counts = logps_fn(**batch)
         _, metrics = pair_metrics(sums.float(), counts, ref[start:start + len(chunk)].to(world.device), cfg)
@@ -179,7 +206,8 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
 
     # --- data
     tokenizer, model_dir = load_tokenizer(cfg)
-    train_set, eval_set = read_examples(pairs, tokenizer, cfg, skip_invalid, summary)
+    processor = load_image_processor(cfg, model_dir)  # a VLM's: renders image pairs, is saved with the model
+    train_set, eval_set = read_examples(pairs, tokenizer, cfg, skip_invalid, summary, processor)
     digest = data_digest(train_set + eval_set)
     emit("data", summary.as_dict())
 
@@ -230,6 +258,8 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
 
     # --- the loop
     epoch_batches: dict[int, list[list[int]]] = {}
+    if world.main:
+        check_write(metrics_path)
     log = metrics_path.open("ab") if world.main else None
     try:
         for step in range(start_step, total):
@@ -245,8 +275,7 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
             rows, tokens = [], 0
             for micro in range(cfg.grad_accum):
                 idx = batches[(first + micro) % len(batches)]  # the last step of an epoch wraps around
-                batch = {k: v.to(world.device) for k, v in collate([train_set[i] for i in idx],
-                                                                   tokenizer.pad_token_id).items()}
+                batch = to_device(collate([train_set[i] for i in idx], tokenizer.pad_token_id), world.device)
                 tokens += int(batch["attention_mask"].sum())
                 sync = micro == cfg.grad_accum - 1
                 with (nullcontext() if sync or not world.distributed else ddp_fn.no_sync()):
@@ -283,11 +312,14 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
                 summary.final_eval = {k: v for k, v in row.items() if k.startswith("eval/")}
             summary.steps, summary.final = step + 1, metrics
             if log is not None:
-                log.write(orjson.dumps(row) + b"\n")
-                log.flush()
+                try:
+                    log.write(orjson.dumps(row) + b"\n")
+                    log.flush()
+                except OSError as exc:
+                    raise WriteError(metrics_path, exc) from None
             emit("step", row | {"total": total})
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not done:
-                _save_checkpoint(output, step + 1, policy, tokenizer, optimizer, cfg, digest, world)
+                _save_checkpoint(output, step + 1, policy, processor or tokenizer, optimizer, cfg, digest, world)
     finally:
         if log is not None:
             log.close()
@@ -295,7 +327,7 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
     # --- the model
     if world.main:
         final_model = policy.merge_and_unload() if cfg.lora.enabled and cfg.lora.merge else policy
-        checkpoint.publish(output, final_model, tokenizer)
+        checkpoint.publish(output, final_model, processor or tokenizer)
     dist.barrier(world)
     summary.seconds = round(time.perf_counter() - started, 2)
     return summary
@@ -332,6 +364,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_bytes().splitlines(keepends=True)
             if line.strip() and line.endswith(b"\n") and orjson.loads(line)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
+    check_write(path)
+    tmp = temp_path(path)
     tmp.write_bytes(b"".join(kept))
     tmp.replace(path)

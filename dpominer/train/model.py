@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models import resolve_model
+from .. import multimodal
+from ..models import loading, resolve_model
 from ..records import InputError
 from . import dist
 from .config import TrainConfig
@@ -18,12 +19,22 @@ def load_tokenizer(cfg: TrainConfig):
     from transformers import AutoTokenizer
 
     model_dir = resolve_model(cfg.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+    with loading(cfg.model):
+        if multimodal.is_vision_model(model_dir, cfg.trust_remote_code):
+            return multimodal.load_processor(model_dir, cfg.trust_remote_code).tokenizer, model_dir
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise InputError(f"--model {cfg.model}: the tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out; any id will do
     return tokenizer, model_dir
+
+
+def load_image_processor(cfg: TrainConfig, model_dir: str):
+    """A vision-language model's processor (saved beside the trained model), or None for a text model."""
+    if not multimodal.is_vision_model(model_dir, cfg.trust_remote_code):
+        return None
+    return multimodal.load_processor(model_dir, cfg.trust_remote_code)
 
 
 def autocast_for(cfg: TrainConfig, device: torch.device):
@@ -37,12 +48,21 @@ def _load(path: str | Path, cfg: TrainConfig):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
+    with loading(cfg.model):
+        if multimodal.is_vision_model(str(path), cfg.trust_remote_code):
+            model = multimodal.load_model(str(path), torch.float32, cfg.trust_remote_code)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                         trust_remote_code=cfg.trust_remote_code)
     # The reference log-probs are taken without dropout; a policy with dropout would not start at loss log 2.
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
     return model
+
+
+def _has_vision(model) -> bool:
+    return getattr(model.config, "vision_config", None) is not None
 
 
 def build_policy(cfg: TrainConfig, model_dir: str, world: dist.World, resume_from: Path | None):
@@ -56,11 +76,16 @@ def build_policy(cfg: TrainConfig, model_dir: str, world: dist.World, resume_fro
         if resume_from is not None:
             policy = PeftModel.from_pretrained(base, resume_from, is_trainable=True)
         else:
+            targets = cfg.lora.target_modules
+            if _has_vision(base) and cfg.freeze_vision and targets == "all-linear":
+                targets = multimodal.language_linear_names(base)  # the vision tower and projector stay as they are
             lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                              target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+                              target_modules=targets, task_type="CAUSAL_LM")
             policy = get_peft_model(base, lora)
     else:
         policy = _load(resume_from or model_dir, cfg)
+        if _has_vision(policy) and cfg.freeze_vision:
+            multimodal.freeze_vision(policy)
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy.config.use_cache = False

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ..guard import check_write, temp_path
 from ..models import cache_dir
 from . import dist
-from .data import Example, collate
+from .data import Example, collate, to_device
 
 FORMAT = 1  # bump when the numbers a cache file holds change meaning
 
@@ -57,7 +58,7 @@ def compute(logps_fn: Callable, examples: list[Example], *, batch_size: int, pad
     found: dict[int, tuple[float, float]] = {}
     for start in range(0, len(mine), batch_size):
         idx = mine[start:start + batch_size]
-        batch = {k: v.to(world.device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+        batch = to_device(collate([examples[i] for i in idx], pad_id), world.device)
         with autocast or nullcontext():
             sums, _ = logps_fn(**batch)  # (2B,)
         chosen, rejected = sums.float().cpu().split(len(idx))
@@ -78,7 +79,12 @@ def load(path: Path, n: int) -> torch.Tensor | None:
 
 
 def save(path: Path, values: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(values, tmp)
-    tmp.replace(path)
+    """A cache write that fails (full disk, read-only cache) is skipped: the next run computes again."""
+    check_write(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(values, tmp)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,221 @@
+"""Repetition below the tail loop: list items, sentences, short words, token confidence. Pure functions.
+
+The tail-loop checks of :mod:`dpominer.degeneration` look for a text that *ends* periodic. Three kinds of
+loop escape them, all common in small instruction models:
+
+* a list whose item is stuck while its marker climbs ("14. Blackberry", "15. Blackberry", or the same
+  chore under Monday, Tuesday, …) — often ending on its own, after a few copies, with EOS;
+* sentences re-said with one word swapped ("It is not a pure language. It is not a high-level
+  language. It is not a pure language.");
+* a short token said over and over inside a list that then goes on ("th, th, th, th, …").
+
+Each function below returns plain numbers (and where the repetition starts, for the *why*); the verdict
+is made in :func:`dpominer.degeneration.detect`.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import string
+from dataclasses import dataclass
+from itertools import groupby
+
+# A list marker: bullet, number or letter with its punctuation, heading hashes — what changes per item.
+_MARKER = re.compile(r"\s*(?:[-*•+·]\s*|#+\s*|\(?\d{1,4}(?:[.)\]:]|\s*[-–—]\s)\s*|\(?[a-zA-Z][.)]\s+)?")
+_TRAILING = ".,;:!?。 \t"
+_NUMBER = re.compile(r"\d+")
+_PUNCTUATION = string.punctuation + "«»“”‘’—–•·…¿¡"
+
+# Weekday and month names (en, pt, es, de, fr, it): a cycle that counts like a number in a list.
+_CYCLE_WORDS = """
+monday tuesday wednesday thursday friday saturday sunday january february march april may june july
+august september october november december
+segunda-feira terça-feira quarta-feira quinta-feira sexta-feira segunda terça quarta quinta sexta sábado
+domingo janeiro fevereiro março abril maio junho julho agosto setembro outubro novembro dezembro
+lunes martes miércoles jueves viernes sabado enero febrero marzo mayo junio julio septiembre octubre
+noviembre diciembre
+montag dienstag mittwoch donnerstag freitag samstag sonntag januar februar märz juni juli oktober dezember
+lundi mardi mercredi jeudi vendredi samedi dimanche janvier février mars avril juin juillet août
+septembre octobre décembre
+lunedì martedì mercoledì giovedì venerdì sabato domenica gennaio febbraio aprile maggio giugno luglio
+settembre ottobre dicembre
+""".split()
+_CYCLE = re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, set(_CYCLE_WORDS)), key=len, reverse=True))
+                    + r")\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ItemRun:
+    """Consecutive list lines whose item text is the same while only the marker (number, weekday) moves."""
+
+    copies: int  # lines in the run
+    start: int  # char offset of the run's first line
+    end: int  # char offset just past its last line
+    item: str  # the stuck item, as the first line of the run has it
+    counter: bool  # True when a number or weekday/month changes between the copies
+
+
+@dataclass(frozen=True)
+class ListStats:
+    items: int  # non-empty lines
+    run: ItemRun | None  # the longest run of one stuck item (≥ 2 copies)
+    dup_share: float  # share of items (with letters) that repeat an earlier item exactly
+    worded: int = 0  # items with letters
+    first_dup: int = -1  # char offset of the earlier copy of the first repeated item
+    dup_item: str = ""  # that item
+    moving_numbers: int = 0  # lines of one shape in a row: how many of their numbers change (median)
+
+
+def _item_key(line: str) -> tuple[str, str]:
+    """(item text with marker, weekday/month names and digits neutralised, the text that was removed)."""
+    marker = _MARKER.match(line)
+    item = line[marker.end() if marker else 0 :].strip(_TRAILING).lower()
+    moved = marker.group().strip() if marker else ""
+    if _CYCLE.search(item):
+        moved += "|" + "|".join(_CYCLE.findall(item))
+        item = _CYCLE.sub("§", item)
+    return item, moved
+
+
+def list_stats(text: str, min_items: int = 4, window: int = 16384) -> ListStats | None:
+    """Item-level view of the last ``window`` chars of a text written as lines; None when they hold fewer
+    than ``min_items`` lines."""
+    pos = max(0, len(text) - window)
+    if text.count("\n", pos) < min_items - 1:
+        return None
+    keys: list[tuple[str, str, int, int]] = []  # (item, moved, start, end)
+    for line in text[pos:].split("\n"):
+        if line.strip():
+            item, moved = _item_key(line)
+            keys.append((item, moved, pos, pos + len(line)))
+        pos += len(line) + 1
+    if len(keys) < min_items:
+        return None
+    best: ItemRun | None = None
+    seen: dict[str, int] = {}  # item → offset of its first line
+    dups = worded = 0
+    first_dup, dup_item = -1, ""
+    for item, group in groupby(keys, key=lambda k: k[0]):
+        rows = list(group)
+        if not any(c.isalpha() for c in item):
+            continue  # "1.", "2.", … or a row of numbers: counting, not a stuck item
+        worded += len(rows)
+        dups += len(rows) - (item not in seen)
+        if item in seen or len(rows) > 1:
+            if first_dup < 0:
+                first_dup, dup_item = seen.get(item, rows[0][2]), item
+        seen.setdefault(item, rows[0][2])
+        if len(rows) >= 2 and (best is None or len(rows) > best.copies):
+            counter = len({moved for _, moved, _, _ in rows}) > 1
+            best = ItemRun(len(rows), rows[0][2], rows[-1][3], item, counter)
+    return ListStats(len(keys), best, dups / worded if worded else 0.0, worded, first_dup, dup_item,
+                     _moving_numbers([item for item, _, _, _ in keys]))
+
+
+def _moving_numbers(items: list[str]) -> int:
+    """For consecutive items of one shape (equal with numbers folded), how many numbers change from one
+    to the next — the median over such pairs: 0 for a stuck item, 1 for a counter, 2+ for a table or a
+    plan ("Week 2: run 3 km", "7 x 2 = 14")."""
+    changes = []
+    previous: list[str] | None = None
+    previous_shape = None
+    for item in items:
+        numbers = _NUMBER.findall(item)
+        shape = _NUMBER.sub("0", item) if numbers else item
+        if previous is not None and shape == previous_shape and numbers:
+            changes.append(sum(a != b for a, b in zip(numbers, previous, strict=True)))
+        previous, previous_shape = numbers, shape
+    return sorted(changes)[len(changes) // 2] if changes else 0
+
+
+# ------------------------------------------------------------------------------------------- sentences
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+
+
+@dataclass(frozen=True)
+class SentenceStats:
+    sentences: int  # sentences of ≥ min_words words in the window
+    repeats: int  # of them, the same as an earlier one, or with one word swapped
+    exact: int  # of the repeats, the same up to a counter (one number changed, or nothing)
+    start: int  # char offset of the first repeat's first copy (-1 when none)
+
+
+def _words(sentence: str) -> list[str]:
+    """Lower-cased words, punctuation-only tokens (table bars, bullets, "=") dropped. Numbers stay as
+    they are: a counter that climbs is one swapped word, two numbers that change are two."""
+    stripped = (w.strip(_PUNCTUATION) for w in sentence.lower().split())
+    return [w for w in stripped if w]
+
+
+def _swap(words: list[str], earlier: list[str]) -> int | None:
+    """0 when the same up to one changed number, 1 when one other word changed, None otherwise."""
+    changed = [(a, b) for a, b in zip(words, earlier, strict=True) if a != b]
+    if not changed:
+        return 0
+    if len(changed) > 1:
+        return None
+    a, b = changed[0]
+    return 0 if a.isdigit() and b.isdigit() else 1
+
+
+def sentence_stats(text: str, window: int = 3000, min_words: int = 4) -> SentenceStats:
+    """How many sentences of the last ``window`` chars repeat an earlier one: the same (up to a counter)
+    or with one word swapped. Sentences are keyed by each half of their words, so a one-word swap (which
+    leaves one half intact) is found with two dict look-ups, then confirmed word by word."""
+    offset = max(0, len(text) - window)
+    by_half: dict[tuple, list[tuple[list[str], int]]] = {}
+    total = repeats = exact = 0
+    first = -1
+    pos = 0
+    tail = text[offset:]
+    for match in _SENTENCE_END.finditer(tail + "\n"):
+        sentence, start = tail[pos : match.start()], pos
+        pos = match.end()
+        words = _words(sentence)
+        if len(words) < min_words:
+            continue
+        total += 1
+        half = len(words) // 2
+        keys = ((len(words), 0, tuple(words[:half])), (len(words), 1, tuple(words[half:])))
+        best: tuple[int, int] | None = None  # (swap kind, start of the earlier copy)
+        for key in keys:
+            for earlier, earlier_start in by_half.get(key, ()):
+                kind = _swap(words, earlier)
+                if kind is not None and (best is None or kind < best[0]):
+                    best = (kind, earlier_start)
+        if best is not None:
+            repeats += 1
+            exact += best[0] == 0
+            first = best[1] if first < 0 else min(first, best[1])
+        for key in keys:
+            by_half.setdefault(key, []).append((words, offset + start))
+    return SentenceStats(total, repeats, exact, first)
+
+
+# ------------------------------------------------------------------------------------- words and tokens
+
+def word_run(words: list[str]) -> tuple[int, str]:
+    """Longest run of one word said again and again ("th, th, th"), and the word. ``words`` are the
+    detector's tail words (lower-cased, punctuation kept, digits as 0); a word with a folded number is
+    skipped ("8-bit, 16-bit, 32-bit" reads as one word repeated)."""
+    if not any(map(operator.eq, words, words[1:])):  # prose, at C speed: no word twice in a row
+        return 0, ""
+    same = [i for i, (a, b) in enumerate(zip(words, words[1:], strict=False)) if a == b and "0" not in a]
+    best, end, run = 0, -1, 0
+    for k, i in enumerate(same):
+        run = run + 1 if k and same[k - 1] == i - 1 else 1
+        if run > best:
+            best, end = run, i
+    return (best + 1, words[end]) if best else (0, "")
+
+
+def logprob_profile(logprobs: list[float], tail_share: float = 0.25) -> tuple[float, float] | None:
+    """(mean log-prob of the last ``tail_share`` of the tokens, of the first): inside a loop the model's
+    confidence climbs toward 0. None when there are too few tokens to tell."""
+    n = len(logprobs)
+    if n < 16:
+        return None
+    k = max(4, int(n * tail_share))
+    return sum(logprobs[-k:]) / k, sum(logprobs[:k]) / k

@@ -1,0 +1,99 @@
+"""Item-, sentence- and word-level repetition signals (dpominer/repeats.py), with hand-made texts."""
+
+from __future__ import annotations
+
+from conftest import PASSAGE
+
+from dpominer.degeneration import detect
+from dpominer.repeats import list_stats, logprob_profile, sentence_stats, word_run
+
+FRUITS = "Here are 20 fruits:\n1. Apple\n2. Banana\n3. Cherry\n" + "".join(
+    f"{i}. Blackberry\n" for i in range(4, 21))
+
+
+def test_a_stuck_list_item_under_a_climbing_number():
+    stats = list_stats(FRUITS)
+    assert stats is not None and stats.items == 21
+    run = stats.run
+    assert (run.copies, run.item, run.counter) == (17, "blackberry", True)
+    assert FRUITS[run.start : run.end] == "".join(f"{i}. Blackberry\n" for i in range(4, 21)).rstrip("\n")
+    assert stats.dup_share == 16 / 21  # 21 worded lines (the heading too), 16 repeat an earlier one
+
+
+def test_a_stuck_item_that_stopped_by_itself_is_degenerate_and_says_where():
+    result = detect(FRUITS, finish_reason="stop")
+    assert (result.verdict, result.kind) == ("degenerate", "stuck_item")
+    assert result.start_char == FRUITS.index("4. Blackberry") and result.copies == 17
+    assert result.unit == "4. Blackberry" and "'blackberry' × 17 lines" in result.why
+
+
+def test_a_weekday_cycle_counts_as_a_marker():
+    chores = "".join(f"{day}: Go to the gym.\n" for day in ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday"))
+    run = list_stats(chores).run
+    assert (run.copies, run.counter) == (5, True)
+    assert detect(chores, finish_reason="stop").verdict == "degenerate"
+    # Portuguese names too, and a one-line item per day that differs is a plain list.
+    dias = "Segunda-feira: estudar\nTerça-feira: estudar\nQuarta-feira: estudar\nQuinta-feira: estudar\n"
+    assert list_stats(dias).run.copies == 4
+    week = "Monday: gym\nTuesday: swim\nWednesday: rest\nThursday: run\nFriday: yoga\n"
+    assert list_stats(week).run is None and detect(week, finish_reason="stop").verdict == "clean"
+
+
+def test_legitimate_lists_and_tables_are_not_stuck_items():
+    plan = "".join(f"Semana {i}: correr {i + 1} km\n" for i in range(1, 9))  # two numbers move: a plan
+    table = "".join(f"7 x {i} = {7 * i}\n" for i in range(1, 13))
+    counting = "\n".join(str(i) for i in range(1, 21))
+    hours = "| Day | Opens |\n|---|---|\n" + "".join(f"| {d} | 9:00 |\n" for d in ("Monday", "Tuesday", "Wednesday"))
+    form = "Name: ______\nAddress: ______\nCity: ______\nPhone: ______\nEmail: ______\n"
+    for text in (plan, table, counting, hours, form):
+        stats = list_stats(text)
+        assert stats.run is None or stats.run.copies < 4, text
+        assert detect(text, finish_reason="stop").verdict == "clean", text
+
+
+def test_sentences_re_said_with_one_word_swapped():
+    text = ("Python is a language. It is not a pure language. It is not a high-level language. "
+            "It is not a pure language. It is not a compiled language. It is not a pure language.")
+    stats = sentence_stats(text)
+    assert (stats.sentences, stats.repeats) == (6, 4)
+    assert stats.start == text.index("It is not a pure")
+    result = detect(text, finish_reason="stop")
+    assert (result.verdict, result.kind) == ("degenerate", "sentence_repeat")
+
+
+def test_sentences_that_share_a_pattern_but_say_different_things():
+    checklist = ("Check the oil level now. Check the tyre pressure now. Check the brake fluid now. "
+                 "Check the coolant level now. Check the lights and wipers now.")
+    assert sentence_stats(checklist).repeats == 1  # "oil level" / "coolant level": one swap, once
+    assert detect(checklist, finish_reason="stop").verdict == "clean"
+    assert sentence_stats(PASSAGE).repeats == 0
+
+
+def test_a_short_word_said_over_and_over_inside_a_list():
+    words = "fruits: apple, banana, th, th, th, th, th, th, th, th, th, cherry".split()
+    assert word_run(words) == (9, "th,")
+    assert word_run("8-bit, 0-bit, 0-bit, 0-bit, 0-bit, 0-bit".split())[0] <= 1  # digits folded: not a run
+    text = "My favourite fruits are apple, banana, " + "th, " * 12 + "and cherry."
+    result = detect(text, finish_reason="stop")
+    assert (result.verdict, result.kind) == ("degenerate", "word_run")
+    assert result.start_char == text.index("th,") and result.copies == 12
+
+
+def test_logprob_profile_by_hand():
+    assert logprob_profile([-1.0] * 10) is None  # too short to tell
+    lps = [-2.0] * 8 + [-1.0] * 16 + [-0.1] * 8  # 32 tokens: quarters of 8
+    tail, head = logprob_profile(lps)
+    assert (round(tail, 6), round(head, 6)) == (-0.1, -2.0)
+
+
+def test_stuck_items_and_repeated_lines_the_reference_has_are_legit():
+    reference = "Inspection log\n" + "".join(f"{i}. Door checked, no damage\n" for i in range(1, 9))
+    assert detect(reference, finish_reason="stop").verdict == "degenerate"  # without the reference: a loop
+    legit = detect(reference, finish_reason="stop", reference=reference)
+    assert (legit.verdict, legit.kind) == ("clean", "legit_repetition")
+    places = ("Beach", "Pool", "Park", "Lake", "Sea", "Hill")  # 24 lines, 15 of them re-said
+    blocks = "".join(f"* {h}:\n  + towel\n  + umbrella\n  + chairs\n" for h in places)
+    looped = detect(blocks, finish_reason="stop")
+    assert (looped.verdict, looped.kind) == ("degenerate", "repeated_items")
+    assert looped.start_char == blocks.index("  + towel") and "towel" in looped.why
+    assert detect(blocks, finish_reason="stop", reference=blocks).verdict == "clean"
