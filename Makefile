@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pair_scale.py
 	$(BIN)/python bench/pair_hostile.py
 	$(BIN)/python bench/sample_overhead.py
+	$(BIN)/python bench/train_memory.py
 
 # ours vs TRL's DPOTrainer on the same model, pairs and settings (TRL is a bench-only dependency)
 bench-train: $(STAMP)

@@ -348,6 +348,9 @@ def train(
     eval_every: int | None = typer.Option(None, "--eval-every", min=0),
     dtype: str | None = typer.Option(None, "--dtype", help="auto | fp32 | bf16 (autocast)"),
     gradient_checkpointing: bool | None = typer.Option(None, "--gradient-checkpointing"),
+    fsdp: bool | None = typer.Option(None, "--fsdp", help="Shard weights, grads and optimizer over the GPUs "
+                                     "(FSDP2; under torchrun) instead of replicating them (DDP)."),
+    cpu_offload: bool | None = typer.Option(None, "--cpu-offload", help="With --fsdp: shards and optimizer on CPU."),
     ref: str | None = typer.Option(None, "--ref", help="precompute (cached) | model"),
     lora: bool | None = typer.Option(None, "--lora", help="Train a LoRA adapter (needs peft)."),
     lora_r: int | None = typer.Option(None, "--lora-r", min=1),
@@ -362,8 +365,14 @@ def train(
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads."),
     resume: bool = typer.Option(False, "--resume", help="Go on from the newest checkpoint in OUTPUT."),
     skip_invalid: bool = SKIP_INVALID,
+    plan: bool = typer.Option(False, "--plan", help="Print the per-GPU memory of DDP and FSDP and which fits; "
+                              "train nothing."),
+    gpus: int | None = typer.Option(None, "--gpus", min=1, help="GPUs for --plan (default: the processes, or the "
+                                    "GPUs here)."),
+    gpu_memory: float | None = typer.Option(None, "--gpu-memory", min=0, help="GiB per GPU for --plan and the "
+                                            "check before training (default: this GPU's)."),
 ) -> None:
-    """Train the model on the pairs with DPO (our own loop; precomputed reference; LoRA; torchrun)."""
+    """Train the model on the pairs with DPO (our own loop; precomputed reference; LoRA; torchrun; FSDP)."""
     from .runinfo import InputDigest, write_meta
     from .train.config import TrainConfig
     from .train.loop import TrainingStopped
@@ -377,7 +386,8 @@ def train(
         "grad_accum": grad_accum, "epochs": epochs, "max_steps": max_steps, "warmup_ratio": warmup_ratio,
         "max_length": max_length, "max_prompt_length": max_prompt_length, "loop_copies": loop_copies,
         "tokenize_separately": tokenize_separately, "eval_fraction": eval_fraction, "eval_every": eval_every,
-        "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "ref": ref, "lora.enabled": lora,
+        "dtype": dtype, "gradient_checkpointing": gradient_checkpointing, "fsdp": fsdp, "cpu_offload": cpu_offload,
+        "ref": ref, "lora.enabled": lora,
         "lora.r": lora_r, "lora.merge": merge, "save_every": save_every, "seed": seed, "threads": threads,
         "freeze_vision": freeze_vision, "dpi": dpi}.items()}
     flags |= {"lora.enabled": ("--lora", lora), "lora.r": ("--lora-r", lora_r)}
@@ -385,6 +395,14 @@ def train(
         from .config import build_config
 
         cfg = build_config(TrainConfig, config, flags)
+        if plan:
+            from .train.plan import make_plan, plan_rows, runtime_gpus
+            from .ui import show_plan
+
+            count, memory, bf16 = runtime_gpus(cfg, gpus, gpu_memory)
+            made = make_plan(cfg, count, memory or 80 * (1 << 30), bf16)
+            show_plan(made, plan_rows(made))
+            return
         main_process = os.environ.get("RANK", "0") == "0"
         for path in (pairs, config):
             guard.add_input(path)
@@ -393,7 +411,8 @@ def train(
         guard.resumable.append(output / "checkpoints")
         try:
             with training_progress(show=main_process) as on_event:
-                summary = run_train(pairs, output, cfg, resume=resume, skip_invalid=skip_invalid, on_event=on_event)
+                summary = run_train(pairs, output, cfg, resume=resume, skip_invalid=skip_invalid, on_event=on_event,
+                                    gpu_memory=gpu_memory)
         except TrainingStopped as exc:
             raise InputError(str(exc)) from None
         if main_process:

@@ -225,6 +225,22 @@ def show_train_summary(summary: dict, output: Path, meta: Path) -> None:
     console.print(f"[dim]run record: {meta}[/]")
 
 
+def show_plan(plan, rows: list[tuple[str, str, str]]) -> None:
+    """The `train --plan` table (GiB per GPU) and a last line a script can read: `choose: ddp|fsdp|none`."""
+    size = plan.size
+    table = Table(title=f"per-GPU memory, GiB: {plan.gpus} GPU(s) of {plan.gpu_bytes / (1 << 30):.1f} GiB, "
+                        f"{'bf16' if plan.bf16 else 'fp32'}", title_justify="left")
+    table.add_column("")
+    table.add_column("DDP", justify="right")
+    table.add_column("FSDP", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(f"{size.params / 1e9:.3f} B weights, {size.trainable / 1e9:.3f} B trainable; FSDP units of up to "
+                  f"{size.largest_unit / 1e6:.1f} M weights, {size.root / 1e6:.1f} M at the root", highlight=False)
+    console.print(table)
+    console.print(f"choose: {plan.choice()}", highlight=False)
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:+.0%}"
 

@@ -28,11 +28,22 @@ dpominer merge "$OUT"/shards/*.jsonl -o "$OUT/candidates.jsonl" --docs "$DOCS" -
 dpominer score "$OUT/candidates.jsonl" -o "$OUT/scored.jsonl"
 dpominer pair "$OUT/scored.jsonl" -o "$OUT/pairs.jsonl" --max-pairs-per-doc 2
 
-# 3. train on all GPUs: DDP with NCCL, bf16 autocast, reference log-probs precomputed once and cached.
-torchrun --nproc-per-node "$GPUS" -m dpominer train "$OUT/pairs.jsonl" -o "$OUT/dpo" -m "$MODEL" \
-  --lr 5e-7 --beta 0.1 --sft-weight 0.2 --batch-size 2 --grad-accum 4 --max-length 4096 \
-  --gradient-checkpointing --dtype bf16 --save-every 100
-#   (LoRA instead: --lora --merge --lr 5e-5; a killed run goes on with --resume)
+# 3. train on all GPUs. `--plan` says whether DDP (each GPU holds everything: ~16 bytes per weight with
+#    AdamW, 112 GiB for 7B) fits; if not, FSDP shards weights, gradients and AdamW over the GPUs (a 7B full
+#    fine-tune on 8×80 GB: ~25 GiB per GPU with checkpointing). bf16 compute, reference log-probs precomputed
+#    once (sharded too) and cached. LoRA instead: add --lora --merge and --lr 5e-5.
+TRAIN=(-m "$MODEL" --lr 5e-7 --beta 0.1 --sft-weight 0.2 --batch-size 2 --grad-accum 4 --max-length 4096
+       --gradient-checkpointing --dtype bf16 --save-every 100)
+dpominer train "$OUT/pairs.jsonl" -o "$OUT/dpo" "${TRAIN[@]}" --plan --gpus "$GPUS" | tee "$OUT/plan.txt"
+case "$(tail -n 1 "$OUT/plan.txt")" in
+  "choose: ddp") SHARD=() ;;
+  "choose: fsdp") SHARD=(--fsdp) ;;
+  *) echo "neither DDP nor FSDP fits (see $OUT/plan.txt): try --lora, a smaller --batch-size or --max-length," \
+          "or --fsdp --cpu-offload" >&2; exit 1 ;;
+esac
+torchrun --nproc-per-node "$GPUS" -m dpominer train "$OUT/pairs.jsonl" -o "$OUT/dpo" "${TRAIN[@]}" "${SHARD[@]}"
+#   (a killed run goes on with the same command plus --resume; with --fsdp the checkpoints are sharded,
+#    the final $OUT/dpo is one ordinary model folder that vLLM loads)
 
 # 4. before/after on held-out documents, then the report.
 dpominer eval "$HELDOUT" -o "$OUT/eval" -m "$MODEL" -m "$OUT/dpo" --max-tokens 2048 --backend vllm

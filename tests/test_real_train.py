@@ -56,3 +56,29 @@ def test_lora_dpo_on_real_pairs_gives_a_model_vllm_serves(tmp_path, monkeypatch)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [record] = read_jsonl(tmp_path / "c.jsonl")
     assert record["backend"] == "vllm" and all(c["text"].strip() for c in record["candidates"])
+
+
+def test_fsdp_on_two_processes_gives_one_model_folder_vllm_serves(tmp_path):
+    """Full fine-tune sharded over 2 CPU processes (gloo); the gathered output is an ordinary folder."""
+    model = resolve_model("smollm2-135m-instruct")
+    pairs = tmp_path / "pairs.jsonl"
+    run_pair(EXAMPLES / "candidates.jsonl", pairs, PairRunConfig())
+    write_jsonl(pairs, [r for r in read_jsonl(pairs) if r["reason"] == "rejected_degenerate"][:4])
+    out = tmp_path / "fsdp"
+    env = os.environ | {"DPOMINER_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+                        "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    train = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            "-m", "dpominer", "train", str(pairs), "-m", model, "-o", str(out), "--fsdp",
+                            "--max-steps", "2", "--batch-size", "1", "--lr", "1e-5", "--max-length", "512",
+                            "--save-every", "0", "--warmup-ratio", "0"], env=env, capture_output=True, text=True,
+                           timeout=900)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert read_jsonl(out / "metrics.jsonl")[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "q", "messages": [
+        {"role": "user", "content": "Transcribe exactly: The quick brown fox jumps over the lazy dog."}]}])
+    proc = subprocess.run([sys.executable, "-m", "dpominer", "sample", str(docs), "-o", str(tmp_path / "c.jsonl"),
+                           "--model", str(out), "--backend", "vllm", "-n", "2", "--max-tokens", "24",
+                           "--max-model-len", "1024"], env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [record] = read_jsonl(tmp_path / "c.jsonl")
+    assert record["backend"] == "vllm" and all(c["text"].strip() for c in record["candidates"])

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import orjson
 import torch
 
 from ..guard import WriteError, check_write, temp_path
@@ -49,13 +50,32 @@ def save_model(model, tokenizer, folder: Path) -> None:
 
 
 def save(output: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int) -> Path:
+    staging = stage(output, step)
+    try:
+        save_model(model, tokenizer, staging)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WriteError(checkpoint_dir(output, step), exc, "; earlier checkpoints are kept") from None
+    return commit(staging, trainer_state, keep)
+
+
+def stage(output: Path, step: int) -> Path:
+    """An empty hidden folder to write step's checkpoint into; :func:`commit` renames it into place."""
     final = checkpoint_dir(output, step)
     check_write(final)
-    staging = temp_path(final)
+    staging = final.with_name(f".step-{step:07d}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
-        save_model(model, tokenizer, staging)
+    except OSError as exc:
+        raise WriteError(final, exc, "; earlier checkpoints are kept") from None
+    return staging
+
+
+def commit(staging: Path, trainer_state: dict[str, Any], keep: int) -> Path:
+    """Write the trainer state last and rename the folder into place; drop all but the newest ``keep``."""
+    final = staging.with_name(staging.name[1:].removesuffix(".tmp"))
+    try:
         torch.save(trainer_state, staging / STATE)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
@@ -96,6 +116,18 @@ def publish(output: Path, model, tokenizer) -> None:
         raise WriteError(output, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the metric rows a killed run logged after its last checkpoint (they are redone)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_bytes().splitlines(keepends=True)
+            if line.strip() and line.endswith(b"\n") and orjson.loads(line)["step"] <= step]
+    check_write(path)
+    tmp = temp_path(path)
+    tmp.write_bytes(b"".join(kept))
+    tmp.replace(path)
 
 
 def _fsync_dir(folder: Path) -> None:

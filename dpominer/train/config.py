@@ -50,6 +50,9 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="autocast dtype; auto: bf16 on a GPU")
     gradient_checkpointing: bool = False
+    fsdp: bool = Field(False, description="shard weights, gradients and optimizer state over the processes "
+                       "(FSDP2, under torchrun) instead of replicating them (DDP)")
+    cpu_offload: bool = Field(False, description="with fsdp: keep the shards and the optimizer step on the CPU")
     ref: Literal["precompute", "model"] = Field(
         "precompute", description="reference log-probs computed once and cached, or a live reference")
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -73,6 +76,8 @@ class TrainConfig(BaseModel):
             raise ValueError("label_smoothing applies to the sigmoid loss only")
         if self.length_penalty and self.loss_type == "ipo":
             raise ValueError("length_penalty applies to the sigmoid and hinge losses, not ipo")
+        if self.cpu_offload and not self.fsdp:
+            raise ValueError("cpu_offload needs fsdp (--cpu-offload goes with --fsdp)")
         return self
 
     @property

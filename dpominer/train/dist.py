@@ -26,7 +26,17 @@ class World:
         return self.size > 1
 
 
-def setup() -> World:
+LAUNCH = "torchrun --nproc-per-node N -m dpominer train …"
+
+
+def launched() -> bool:
+    """Started by torchrun (or another launcher that sets the torch.distributed environment)."""
+    return all(k in os.environ for k in ("WORLD_SIZE", "RANK", "MASTER_ADDR"))
+
+
+def setup(always: bool = False) -> World:
+    """The process group: under torchrun with more than one process, or with ``always`` (FSDP, which needs one
+    even for a single process)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
@@ -34,18 +44,28 @@ def setup() -> World:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if size > 1 and not torch_dist.is_initialized():
+    if (size > 1 or always) and not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return World(int(os.environ.get("RANK", "0")), size, device)
 
 
 def teardown(world: World) -> None:
-    if world.distributed and torch_dist.is_initialized():
+    if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
 
 
+def set_grad_sync(module: Any, sync: bool) -> None:
+    """Whether the next backward reduces gradients over the processes. Off for all but the last micro-batch
+    of an optimizer step (each process accumulates locally, one reduction per step). DDP reads the flag at
+    forward time; FSDP2 modules take it through ``set_requires_gradient_sync``; a plain module has none."""
+    if hasattr(module, "set_requires_gradient_sync"):  # FSDP2
+        module.set_requires_gradient_sync(sync)
+    elif hasattr(module, "require_backward_grad_sync"):  # DDP: what its no_sync() context toggles
+        module.require_backward_grad_sync = sync
+
+
 def barrier(world: World) -> None:
-    if world.distributed:
+    if torch_dist.is_initialized():
         torch_dist.barrier()
 
 

@@ -1,8 +1,10 @@
 """`dpominer train`: DPO on preference pairs, in one readable loop (no Trainer, no callbacks).
 
-Phases: read and tokenise the pairs → load the policy (LoRA optional) → reference log-probs (precomputed
-and cached, or a live reference) → resume → for each optimizer step: learning rate, forward/backward
-over the micro-batches, clip, step, log, eval, checkpoint → write the model.
+Phases, one function each, read top to bottom in :func:`train`: ``setup`` (read and tokenise the pairs,
+load the policy — LoRA optional, DDP-wrapped or FSDP-sharded under torchrun — optimizer, schedule) →
+``reference_pass`` (log-probs precomputed and cached, or a live reference) → ``restore`` (--resume) →
+``_loop``: for each optimizer step ``train_step`` (learning rate, forward/backward over the micro-batches,
+clip, step), then log, eval, checkpoint → ``_publish`` (write the model).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 import orjson
 import torch
 
-from ..guard import WriteError, check_write, temp_path
+from ..guard import WriteError, check_write
 from ..records import InputError, iter_jsonl
-from . import checkpoint, dist, reference
+from . import checkpoint, dist, fsdp, plan, reference
 from .config import TrainConfig
 from .data import (
     Example,
@@ -35,6 +37,7 @@ from .data import (
     tokenize_pair,
     truncate,
 )
+from .logps import CompletionLogps
 from .loss import dpo_loss
 from .model import autocast_for, build_policy, load_image_processor, load_tokenizer, reference_logps_fn
 from .vision import tokenize_image_pair
@@ -156,11 +159,16 @@ def _average(rows: list[dict[str, float]]) -> dict[str, float]:
 def evaluate(logps_fn, examples: list[Example], ref: torch.Tensor, cfg: TrainConfig, pad_id: int,
              world: dist.World, autocast) -> dict[str, float]:
     rows = []
-    for start in range(world.rank * cfg.batch_size, len(examples), cfg.batch_size * world.size):
-        chunk = examples[start:start + cfg.batch_size]
+    starts: list[int | None] = list(range(world.rank * cfg.batch_size, len(examples), cfg.batch_size * world.size))
+    if cfg.fsdp:  # every forward is a collective: a process with fewer batches makes filler calls
+        starts += [None] * (-(-len(examples) // (cfg.batch_size * world.size)) - len(starts))
+    for start in starts:
+        chunk = examples[start:start + cfg.batch_size] if start is not None else examples[:cfg.batch_size]
         batch = to_device(collate(chunk, pad_id), world.device)
         with autocast or nullcontext():
             sums, counts = logps_fn(**batch)
+        if start is None:
+            continue
         _, metrics = pair_metrics(sums.float(), counts, ref[start:start + len(chunk)].to(world.device), cfg)
         rows.append(metrics)
     merged = [r for part in dist.gather(world, rows) for r in part]
@@ -177,22 +185,105 @@ def _check_resume(state: dict[str, Any], cfg: TrainConfig, digest: str, where: P
 
 
 def train(pairs: Path, output: Path, cfg: TrainConfig, *, resume: bool = False, skip_invalid: bool = False,
-          on_event: Events | None = None) -> TrainSummary:
+          on_event: Events | None = None, gpu_memory: float | None = None) -> TrainSummary:
+    """``gpu_memory`` (GiB; default: the GPU's own): refuse before any work when weights, gradients, optimizer
+    state and reference cannot fit, whatever the batch."""
     emit = on_event or (lambda kind, data: None)
-    world = dist.setup()
+    count, memory, bf16 = plan.runtime_gpus(cfg, None, gpu_memory)
+    if memory is not None and (why := plan.static_misfit(plan.make_plan(cfg, count, memory, bf16), cfg.fsdp)):
+        raise InputError(why)
+    if cfg.fsdp and not dist.launched():
+        raise InputError(f"--fsdp shards the model over processes that torchrun starts: {dist.LAUNCH} --fsdp")
+    world = dist.setup(always=cfg.fsdp)
     try:
-        return _train(pairs, output, cfg, world, resume, skip_invalid, emit)
+        started = time.perf_counter()
+        run = setup(pairs, output, cfg, world, resume, skip_invalid, emit)
+        reference_pass(run)
+        start_step = restore(run) if resume and run.last is not None else 0
+        output.mkdir(parents=True, exist_ok=True)
+        emit("start", {"total": run.total, "start": start_step, "steps_per_epoch": run.steps_per_epoch})
+        _loop(run, start_step)
+        _publish(run)
+        run.summary.seconds = round(time.perf_counter() - started, 2)
+        return run.summary
     finally:
         dist.teardown(world)
 
 
-def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resume: bool, skip_invalid: bool,
-           emit: Events) -> TrainSummary:
-    started = time.perf_counter()
+@dataclass
+class Run:
+    """What the loop works with, built once by :func:`setup` (nanoGPT keeps these as globals)."""
+    cfg: TrainConfig
+    world: dist.World
+    output: Path
+    emit: Events
+    summary: TrainSummary
+    last: Path | None  # the newest complete checkpoint in output
+    tokenizer: Any
+    processor: Any  # a VLM's image processor, else None
+    model_dir: str
+    train_set: list[Example]
+    eval_set: list[Example]
+    digest: str
+    autocast: Any
+    policy: Any  # the model itself (peft-wrapped with LoRA)
+    logps_fn: CompletionLogps  # policy → (sums, counts)
+    train_fn: Any  # what training calls: logps_fn, DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    trainable: list[torch.nn.Parameter]
+    lengths: list[int]
+    steps_per_epoch: int
+    total: int
+    warmup: int
+    ref_values: torch.Tensor | None = None  # (N, 2) precomputed reference sums: train pairs, then eval pairs
+    live_ref: Callable | None = None  # --ref model: a no-grad (sums, counts) function
+    epoch_batches: dict[int, list[list[int]]] = field(default_factory=dict)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    @property
+    def saved_with_model(self) -> Any:
+        """What is written next to the weights so the folder loads on its own: the processor, or the tokenizer."""
+        return self.processor or self.tokenizer
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """This process's micro-batches (indices into train_set) for an optimizer step."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        if epoch not in self.epoch_batches:
+            self.epoch_batches = {epoch: length_grouped_batches(self.lengths, self.cfg.batch_size, self.cfg.seed,
+                                                                epoch)}
+        batches = self.epoch_batches[epoch]
+        first = within * self.cfg.grad_accum * self.world.size + self.world.rank * self.cfg.grad_accum
+        return [batches[(first + micro) % len(batches)] for micro in range(self.cfg.grad_accum)]  # wraps at the end
+
+
+def setup(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resume: bool, skip_invalid: bool,
+          emit: Events) -> Run:
+    """Check the output folder, read the pairs, load the policy, build the optimizer and the schedule."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    last = _check_output(output, resume)
     summary = TrainSummary()
+    tokenizer, model_dir = load_tokenizer(cfg)
+    processor = load_image_processor(cfg, model_dir)  # a VLM's: renders image pairs, is saved with the model
+    train_set, eval_set = read_examples(pairs, tokenizer, cfg, skip_invalid, summary, processor)
+    emit("data", summary.as_dict())
+    policy, logps_fn, train_fn = build_policy(cfg, model_dir, world, resume_from=last if resume else None)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    lengths = [e.length() for e in train_set]
+    n_micro = len(length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0))
+    steps_per_epoch = math.ceil(n_micro / (cfg.grad_accum * world.size))  # micro-batches per step, all processes
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    return Run(cfg, world, output, emit, summary, last, tokenizer, processor, model_dir, train_set, eval_set,
+               data_digest(train_set + eval_set), autocast_for(cfg, world.device), policy, logps_fn, train_fn,
+               optimizer, trainable, lengths, steps_per_epoch, total, int(cfg.warmup_ratio * total))
+
+
+def _check_output(output: Path, resume: bool) -> Path | None:
     last = checkpoint.latest(output)
     if last is not None and not resume:
         raise InputError(f"-o {output}: holds checkpoints up to {last.name}; pass --resume to go on from there, "
@@ -203,112 +294,99 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
     if not resume and earlier:
         raise InputError(f"-o {output}: holds an earlier run (metrics.jsonl); choose another output folder or "
                          "delete it")
+    return last
 
-    # --- data
-    tokenizer, model_dir = load_tokenizer(cfg)
-    processor = load_image_processor(cfg, model_dir)  # a VLM's: renders image pairs, is saved with the model
-    train_set, eval_set = read_examples(pairs, tokenizer, cfg, skip_invalid, summary, processor)
-    digest = data_digest(train_set + eval_set)
-    emit("data", summary.as_dict())
 
-    # --- policy, and the reference
-    autocast = autocast_for(cfg, world.device)
-    policy, logps_fn, ddp_fn = build_policy(cfg, model_dir, world, resume_from=last if resume else None)
-    ref_values = None
-    if cfg.ref == "precompute":
-        path = reference.cache_path(reference.model_fingerprint(model_dir), digest, str(autocast_dtype(autocast)))
-        summary.ref_cache = str(path)
-        ref_values = reference.load(path, len(train_set) + len(eval_set))
-        summary.ref_cache_hit = ref_values is not None
-        if ref_values is None:
-            ref_fn = reference_logps_fn(cfg, policy, logps_fn, model_dir, world, resume_from=last if resume else None)
-            emit("ref_start", {"pairs": len(train_set) + len(eval_set)})
-            ref_values = reference.compute(ref_fn, train_set + eval_set, batch_size=cfg.batch_size,
-                                           pad_id=tokenizer.pad_token_id, world=world, autocast=autocast,
-                                           on_batch=lambda n: emit("ref_batch", {"pairs": n}))
-            del ref_fn  # a frozen copy, if one was loaded for this, is not kept through training
-            if world.main:
-                reference.save(path, ref_values)
-        live_ref = None
-    else:
-        live_ref = reference_logps_fn(cfg, policy, logps_fn, model_dir, world,
-                                      resume_from=last if resume else None)
-
-    # --- optimizer, schedule, resume
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    lengths = [e.length() for e in train_set]
-    per_step = cfg.grad_accum * world.size  # micro-batches per optimizer step, over all processes
-    n_micro = len(length_grouped_batches(lengths, cfg.batch_size, cfg.seed, 0))
-    steps_per_epoch = math.ceil(n_micro / per_step)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
-    warmup = int(cfg.warmup_ratio * total)
-    start_step = 0
-    metrics_path = output / "metrics.jsonl"
-    if resume and last is not None:
-        state = checkpoint.load_state(last)
-        _check_resume(state, cfg, digest, last)
-        optimizer.load_state_dict(state["optimizer"])
-        checkpoint.set_rng_state(state["rng"][world.rank])
-        start_step = summary.resumed_from = state["step"]
+def reference_pass(run: Run) -> None:
+    """The reference's log-probs: from the cache, computed once before step 1, or a live model (--ref model)."""
+    cfg, world, resume_from = run.cfg, run.world, run.last
+    if cfg.ref == "model":
+        run.live_ref = reference_logps_fn(cfg, run.policy, run.logps_fn, run.model_dir, world, resume_from)
+        return
+    everything = run.train_set + run.eval_set
+    numerics = autocast_dtype(run.autocast) + ("/fsdp" if cfg.fsdp else "")  # FSDP: padded, bf16 weights
+    path = reference.cache_path(reference.model_fingerprint(run.model_dir), run.digest, numerics)
+    run.summary.ref_cache = str(path)
+    run.ref_values = reference.load(path, len(everything))
+    run.summary.ref_cache_hit = run.ref_values is not None
+    if run.ref_values is None:
+        ref_fn = reference_logps_fn(cfg, run.policy, run.logps_fn, run.model_dir, world, resume_from)
+        run.emit("ref_start", {"pairs": len(everything)})
+        run.ref_values = reference.compute(ref_fn, everything, batch_size=cfg.batch_size, pad_id=run.pad_id,
+                                           world=world, autocast=run.autocast, lockstep=cfg.fsdp,
+                                           on_batch=lambda n: run.emit("ref_batch", {"pairs": n}))
+        del ref_fn  # a frozen copy, if one was loaded for this, is not kept through training
         if world.main:
-            _truncate_metrics(metrics_path, start_step)
-    output.mkdir(parents=True, exist_ok=True)
-    emit("start", {"total": total, "start": start_step, "steps_per_epoch": steps_per_epoch})
+            reference.save(path, run.ref_values)
 
-    # --- the loop
-    epoch_batches: dict[int, list[list[int]]] = {}
+
+def restore(run: Run) -> int:
+    """Optimizer and RNG state of the newest checkpoint (its weights were loaded with the policy); its step."""
+    state = checkpoint.load_state(run.last)
+    _check_resume(state, run.cfg, run.digest, run.last)
+    if run.cfg.fsdp:
+        fsdp.load_sharded(run.last, run.train_fn, run.optimizer)
+    else:
+        run.optimizer.load_state_dict(state["optimizer"])
+    checkpoint.set_rng_state(state["rng"][run.world.rank])
+    run.summary.resumed_from = state["step"]
+    if run.world.main:
+        checkpoint.truncate_metrics(run.output / "metrics.jsonl", state["step"])
+    return state["step"]
+
+
+def train_step(run: Run, step: int, micro_batches: list[list[int]]) -> dict[str, float]:
+    """One optimizer step over this process's micro-batches: forward, backward, clip, step. Its metrics
+    (this process's mean over its micro-batches, and the tokens it saw)."""
+    cfg, world = run.cfg, run.world
+    lr = lr_at(step, run.total, run.warmup, cfg.learning_rate)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    rows, tokens = [], 0
+    for micro, idx in enumerate(micro_batches):
+        batch = to_device(collate([run.train_set[i] for i in idx], run.pad_id), world.device)
+        tokens += int(batch["attention_mask"].sum())
+        # gradients are all-reduced on the last micro-batch's backward only
+        dist.set_grad_sync(run.train_fn, micro == len(micro_batches) - 1)
+        with run.autocast or nullcontext():
+            sums, counts = run.train_fn(**batch)  # (2B,)
+            if run.live_ref is not None:
+                ref_sums = torch.stack(run.live_ref(**batch)[0].float().detach().split(len(idx)), 1)  # (B, 2)
+            else:
+                ref_sums = run.ref_values[idx].to(world.device)
+        loss, metrics = pair_metrics(sums.float(), counts, ref_sums, cfg)
+        if dist.any_rank(world, not torch.isfinite(loss).item()):
+            raise TrainingStopped(_stopped(step, f"the loss is {loss.item()}", run.output))
+        (loss / len(micro_batches)).backward()
+        rows.append(metrics)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(run.trainable, cfg.max_grad_norm))
+    if not math.isfinite(grad_norm):
+        raise TrainingStopped(_stopped(step, f"the gradient norm is {grad_norm}", run.output))
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return _average(rows) | {"tokens": float(tokens), "grad_norm": grad_norm, "lr": lr}
+
+
+def _loop(run: Run, start_step: int) -> None:
+    cfg, world, summary = run.cfg, run.world, run.summary
+    metrics_path = run.output / "metrics.jsonl"
     if world.main:
         check_write(metrics_path)
     log = metrics_path.open("ab") if world.main else None
     try:
-        for step in range(start_step, total):
+        for step in range(start_step, run.total):
             t0 = time.perf_counter()
-            lr = lr_at(step, total, warmup, cfg.learning_rate)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            epoch, within = divmod(step, steps_per_epoch)
-            if epoch not in epoch_batches:
-                epoch_batches = {epoch: length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch)}
-            batches = epoch_batches[epoch]
-            first = within * per_step + world.rank * cfg.grad_accum
-            rows, tokens = [], 0
-            for micro in range(cfg.grad_accum):
-                idx = batches[(first + micro) % len(batches)]  # the last step of an epoch wraps around
-                batch = to_device(collate([train_set[i] for i in idx], tokenizer.pad_token_id), world.device)
-                tokens += int(batch["attention_mask"].sum())
-                sync = micro == cfg.grad_accum - 1
-                with (nullcontext() if sync or not world.distributed else ddp_fn.no_sync()):
-                    with autocast or nullcontext():
-                        sums, counts = ddp_fn(**batch)  # (2B,)
-                        if live_ref is not None:
-                            ref_sums = torch.stack(live_ref(**batch)[0].float().detach().split(len(idx)), 1)
-                        else:
-                            ref_sums = ref_values[idx].to(world.device)
-                    loss, metrics = pair_metrics(sums.float(), counts, ref_sums, cfg)
-                    if not dist.any_rank(world, not torch.isfinite(loss).item()):
-                        (loss / cfg.grad_accum).backward()
-                    else:
-                        raise TrainingStopped(_stopped(step, f"the loss is {loss.item()}", output))
-                rows.append(metrics)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            if not math.isfinite(float(grad_norm)):
-                raise TrainingStopped(_stopped(step, f"the gradient norm is {float(grad_norm)}", output))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            # --- log, eval, checkpoint
-            metrics = dist.mean_over_ranks(world, _average(rows) | {"tokens": float(tokens)})
+            metrics = train_step(run, step, run.micro_batches(step))
+            grad_norm, lr = metrics.pop("grad_norm"), metrics.pop("lr")
+            metrics = dist.mean_over_ranks(world, metrics)
             tokens_all = int(round(metrics.pop("tokens") * world.size))
             summary.tokens += tokens_all
-            elapsed = time.perf_counter() - t0
-            row = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 4), **metrics,
-                   "grad_norm": float(grad_norm), "lr": lr, "tokens": tokens_all, "tokens_per_s": tokens_all / elapsed}
-            done = step + 1 == total
-            if eval_set and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done):
-                row |= evaluate(logps_fn, eval_set, ref_values[len(train_set):] if ref_values is not None
-                                else _live_eval_ref(live_ref, eval_set, cfg, tokenizer, world, autocast),
-                                cfg, tokenizer.pad_token_id, world, autocast)
+            row = {"step": step + 1, "epoch": round((step + 1) / run.steps_per_epoch, 4), **metrics,
+                   "grad_norm": grad_norm, "lr": lr, "tokens": tokens_all,
+                   "tokens_per_s": tokens_all / (time.perf_counter() - t0)}
+            done = step + 1 == run.total
+            if run.eval_set and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done):
+                row |= _evaluate(run)
                 summary.final_eval = {k: v for k, v in row.items() if k.startswith("eval/")}
             summary.steps, summary.final = step + 1, metrics
             if log is not None:
@@ -317,54 +395,52 @@ def _train(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resum
                     log.flush()
                 except OSError as exc:
                     raise WriteError(metrics_path, exc) from None
-            emit("step", row | {"total": total})
+            run.emit("step", row | {"total": run.total})
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not done:
-                _save_checkpoint(output, step + 1, policy, processor or tokenizer, optimizer, cfg, digest, world)
+                _save_checkpoint(run, step + 1)
     finally:
         if log is not None:
             log.close()
 
-    # --- the model
-    if world.main:
-        final_model = policy.merge_and_unload() if cfg.lora.enabled and cfg.lora.merge else policy
-        checkpoint.publish(output, final_model, processor or tokenizer)
-    dist.barrier(world)
-    summary.seconds = round(time.perf_counter() - started, 2)
-    return summary
+
+def _evaluate(run: Run) -> dict[str, float]:
+    if run.ref_values is not None:
+        ref = run.ref_values[len(run.train_set):]
+    else:
+        ref = reference.compute(run.live_ref, run.eval_set, batch_size=run.cfg.batch_size, pad_id=run.pad_id,
+                                world=run.world, autocast=run.autocast, lockstep=run.cfg.fsdp)
+    return evaluate(run.logps_fn, run.eval_set, ref, run.cfg, run.pad_id, run.world, run.autocast)
+
+
+def _publish(run: Run) -> None:
+    policy = run.policy
+    if run.cfg.fsdp:  # gathered shard by shard into process 0's CPU memory, never whole on a GPU
+        state = fsdp.full_state_dict(run.policy)
+        policy = fsdp.unsharded_copy(run.policy, state, run.cfg.trust_remote_code) if run.world.main else None
+    if run.world.main:
+        final_model = policy.merge_and_unload() if run.cfg.lora.enabled and run.cfg.lora.merge else policy
+        checkpoint.publish(run.output, final_model, run.saved_with_model)
+    dist.barrier(run.world)
 
 
 def autocast_dtype(autocast) -> str:
     return "fp32" if autocast is None else str(autocast.fast_dtype).removeprefix("torch.")
 
 
-def _live_eval_ref(live_ref, eval_set, cfg, tokenizer, world, autocast) -> torch.Tensor:
-    return reference.compute(live_ref, eval_set, batch_size=cfg.batch_size, pad_id=tokenizer.pad_token_id,
-                             world=world, autocast=autocast)
-
-
-def _save_checkpoint(output: Path, step: int, policy, tokenizer, optimizer, cfg: TrainConfig, digest: str,
-                     world: dist.World) -> None:
-    rngs = dist.gather(world, checkpoint.rng_state())
-    if world.main:
-        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rngs,
-                 "config": cfg.model_dump(mode="json"), "data": digest}
-        checkpoint.save(output, step, policy, tokenizer, state, cfg.keep_checkpoints)
-    dist.barrier(world)
+def _save_checkpoint(run: Run, step: int) -> None:
+    rngs = dist.gather(run.world, checkpoint.rng_state())
+    state = {"step": step, "rng": rngs, "config": run.cfg.model_dump(mode="json"), "data": run.digest}
+    if not run.cfg.fsdp:
+        if run.world.main:
+            state["optimizer"] = run.optimizer.state_dict()
+            checkpoint.save(run.output, step, run.policy, run.saved_with_model, state, run.cfg.keep_checkpoints)
+        dist.barrier(run.world)
+        return
+    fsdp.save_checkpoint(run.output, step, run.train_fn, run.optimizer, run.saved_with_model, state,
+                         run.cfg.keep_checkpoints, run.world)
 
 
 def _stopped(step: int, what: str, output: Path) -> str:
     last = checkpoint.latest(output)
     kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
     return f"step {step + 1}: {what}; training stopped ({kept}). Try a lower --lr or --dtype fp32."
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the metric rows a killed run logged after its last checkpoint (they are redone)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_bytes().splitlines(keepends=True)
-            if line.strip() and line.endswith(b"\n") and orjson.loads(line)["step"] <= step]
-    check_write(path)
-    tmp = temp_path(path)
-    tmp.write_bytes(b"".join(kept))
-    tmp.replace(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -66,7 +67,12 @@ def _has_vision(model) -> bool:
 
 
 def build_policy(cfg: TrainConfig, model_dir: str, world: dist.World, resume_from: Path | None):
-    """(policy model, its CompletionLogps, the module to call in training: DDP-wrapped when distributed)."""
+    """(policy model, its CompletionLogps, the module to call in training: DDP-wrapped when distributed).
+
+    With --fsdp the CompletionLogps is itself the sharded root, and the weights of ``resume_from`` are not
+    read here: they come from the sharded checkpoint once the model is sharded (``fsdp.load_sharded``)."""
+    if cfg.fsdp:
+        resume_from = None
     if cfg.lora.enabled:
         try:
             from peft import LoraConfig, PeftModel, get_peft_model
@@ -89,14 +95,21 @@ def build_policy(cfg: TrainConfig, model_dir: str, world: dist.World, resume_fro
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     policy.config.use_cache = False
-    policy.to(world.device)
     policy.train()
+    if cfg.fsdp:
+        from .fsdp import shard
+
+        # one padded forward per micro-batch: every process makes the same all-gathers in the same order
+        logps_fn = shard(CompletionLogps(policy, padding_free=False), policy, cfg, world)
+        return policy, logps_fn, logps_fn
+    policy.to(world.device)
     logps_fn = CompletionLogps(policy)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         devices = [world.device.index] if world.device.type == "cuda" else None
-        return policy, logps_fn, DistributedDataParallel(logps_fn, device_ids=devices)
+        # gradients as views of the all-reduce buckets: one copy of them, not two
+        return policy, logps_fn, DistributedDataParallel(logps_fn, device_ids=devices, gradient_as_bucket_view=True)
     return policy, logps_fn, logps_fn
 
 
@@ -109,10 +122,32 @@ def reference_logps_fn(cfg: TrainConfig, policy, logps_fn: CompletionLogps, mode
     """
     if cfg.lora.enabled:
         def with_adapter_off(**batch):
-            with torch.no_grad(), policy.disable_adapter():
+            with torch.no_grad(), (_adapters_off(policy) if cfg.fsdp else policy.disable_adapter()):
                 return logps_fn(**batch)
         return with_adapter_off
-    if cfg.ref == "precompute" and resume_from is None:
-        return torch.no_grad()(logps_fn.forward)
-    frozen = _load(model_dir, cfg).to(world.device).eval().requires_grad_(False)
-    return torch.no_grad()(CompletionLogps(frozen).forward)
+    if cfg.ref == "precompute" and (resume_from is None or cfg.fsdp):  # FSDP restores the weights after this
+        return torch.no_grad()(logps_fn.__call__ if cfg.fsdp else logps_fn.forward)
+    frozen = _load(model_dir, cfg).eval().requires_grad_(False)
+    if cfg.fsdp:
+        from .fsdp import shard
+
+        return torch.no_grad()(shard(CompletionLogps(frozen, padding_free=False), frozen, cfg, world))
+    return torch.no_grad()(CompletionLogps(frozen.to(world.device)).forward)
+
+
+@contextmanager
+def _adapters_off(policy):
+    """peft's ``disable_adapter`` also flips ``requires_grad`` of the adapter weights off and on, which
+    FSDP2 does not follow (its unsharded copies keep the old flag: the next backward fails). Under FSDP
+    only the flag each LoRA layer's forward reads is switched."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in policy.modules() if isinstance(m, BaseTunerLayer)]
+    before = [m._disable_adapters for m in layers]
+    for m in layers:
+        m._disable_adapters = True
+    try:
+        yield
+    finally:
+        for m, flag in zip(layers, before, strict=True):
+            m._disable_adapters = flag

@@ -48,19 +48,27 @@ def cache_path(model_key: str, data_key: str, dtype: str) -> Path:
 
 @torch.no_grad()
 def compute(logps_fn: Callable, examples: list[Example], *, batch_size: int, pad_id: int, world: dist.World,
-            autocast, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+            autocast, on_batch: Callable[[int], None] | None = None, lockstep: bool = False) -> torch.Tensor:
     """(N, 2) fp32 summed completion log-probs of chosen and rejected under ``logps_fn``.
 
-    Each process computes every world.size-th pair; the results are gathered on all of them.
+    Each process computes every world.size-th pair; the results are gathered on all of them. ``lockstep``
+    (a sharded model, whose every forward is a collective): each process makes the same number of calls,
+    one with fewer pairs repeating its first batch and dropping the result.
     """
     mine = list(range(world.rank, len(examples), world.size))
     mine.sort(key=lambda i: examples[i].length())  # similar lengths together: less padding
     found: dict[int, tuple[float, float]] = {}
-    for start in range(0, len(mine), batch_size):
-        idx = mine[start:start + batch_size]
+    starts = list(range(0, len(mine), batch_size))
+    if lockstep:
+        most = -(-len(range(0, len(examples), world.size)) // batch_size)  # process 0 has the most pairs
+        starts += [None] * (most - len(starts))
+    for start in starts:
+        idx = mine[start:start + batch_size] if start is not None else mine[:batch_size] or [0]
         batch = to_device(collate([examples[i] for i in idx], pad_id), world.device)
         with autocast or nullcontext():
             sums, _ = logps_fn(**batch)  # (2B,)
+        if start is None:
+            continue  # a filler call, so the collectives pair up
         chosen, rejected = sums.float().cpu().split(len(idx))
         found.update({i: (c, r) for i, c, r in zip(idx, chosen.tolist(), rejected.tolist(), strict=True)})
         if on_batch is not None:
