@@ -33,6 +33,23 @@ WORKERS = typer.Option(0, "--workers", min=0, help="Processes that score (0: all
                        "run in this one). The output is the same for any number.")
 OUTPUT = typer.Option(..., "-o", "--output", help="Output JSONL (written atomically).", dir_okay=False)
 MIN_COVERAGE = "Share of the reference's words a candidate that stopped on its own must reproduce (0.8)."
+CHECK = typer.Option([], "--check", help="A failure check run on every candidate (repeat): json | json-schema:FILE | "
+                     "regex-forbid:PATTERN | regex-require:PATTERN | max-length-ratio:R | py:MODULE:FUNCTION | "
+                     "an entry point NAME[:ARG] (group dpominer.checks). Replaces the config's [[checks]].")
+
+
+def _checks(values: list[str], config: Path | None, from_file: tuple, guard, key: str = "checks") -> tuple:
+    """The checks to run: the --check flags, else the config file's; every one built now (schemas
+    read, modules imported), so bad input stops before any work, naming the flag or the file. Schema
+    files become inputs of the run's guard (no output may replace one): claim outputs after this."""
+    from .checks import parse_specs, validate
+
+    specs = tuple(parse_specs(values)) if values else from_file
+    validate(list(specs), "--check" if values else f"{config}: {key}")
+    for spec in specs:
+        if spec.kind == "json-schema":
+            guard.add_input(spec.arg)
+    return specs
 
 
 def _claim(guard, output: Path, *, lock: bool = True, stats: Path | None = None) -> None:
@@ -79,10 +96,11 @@ def score(
                                        "with weights, scale.", dir_okay=False),
     resume: bool = typer.Option(False, "--resume", help="With --judge: continue OUT.partial of a killed run."),
     workers: int = WORKERS,
+    check: list[str] = CHECK,
     skip_invalid: bool = SKIP_INVALID,
     flags: Flags = None,
 ) -> None:
-    """Judge every candidate for repetition loops and, given a reference, its fidelity (CER, …)."""
+    """Judge every candidate for repetition loops, failed checks and, given a reference, fidelity (CER, …)."""
     from .scoring import run_score
     from .ui import reading
 
@@ -91,8 +109,9 @@ def score(
         for path in (input, config, rubric):
             guard.add_input(path)
         guard.add_model(judge)
-        _claim(guard, output, lock=judge is None)  # a judged run locks through its partial file
         cfg = build_config(ScoreConfig, config, flags.outside("judge"))
+        cfg = cfg.model_copy(update={"checks": _checks(check, config, cfg.checks, guard)})
+        _claim(guard, output, lock=judge is None)  # a judged run locks through its partial file
         if judge is not None:
             from .judging import judge_config, score_with_judge
 
@@ -134,6 +153,7 @@ def pair(
     stats_json: Path | None = typer.Option(
         None, "--stats-json", help="Write the summary numbers here too.", dir_okay=False),
     workers: int = WORKERS,
+    check: list[str] = CHECK,
     skip_invalid: bool = SKIP_INVALID,
     flags: Flags = None,
 ) -> None:
@@ -144,8 +164,10 @@ def pair(
     with user_errors() as guard:
         guard.add_input(input)
         guard.add_input(config)
-        _claim(guard, output, stats=stats_json)
         cfg = build_config(PairRunConfig, config, flags)
+        checks = _checks(check, config, cfg.score.checks, guard, "score.checks")
+        cfg = cfg.model_copy(update={"score": cfg.score.model_copy(update={"checks": checks})})
+        _claim(guard, output, stats=stats_json)
         with reading(input, "pairing") as digest:
             summary = run_pair(input, output, cfg, skip_invalid=skip_invalid, progress=digest, workers=workers)
         _finish("pair", output, cfg, digest, summary)
@@ -371,6 +393,7 @@ def eval_(
                                               dir_okay=False),
     resume: bool = typer.Option(False, "--resume", help="Continue a killed eval: keep the models sampled, go on "
                                 "with the one interrupted (its OUTPUT/LABEL.candidates.jsonl.partial)."),
+    check: list[str] = CHECK,
 ) -> None:
     """Degeneration rate (95 % CI) and fidelity of models before/after training, on the same documents."""
     from .evaluate import plan, run_eval
@@ -386,6 +409,7 @@ def eval_(
             guard.add_input(path)
         for name in model:
             guard.add_model(name)
+        score_cfg = ScoreConfig(checks=_checks(check, None, (), guard))  # schema files: inputs too
         guard.claim(output, "-o", folder=True)
         for path in (output / "eval.json", meta_path(output / "eval.json")):
             guard.claim(path, "-o", lock=False)
@@ -397,11 +421,14 @@ def eval_(
                  "--seed", str(seed), "--backend", backend]
         flags += ["--config", str(sample_config)] if sample_config else []
         flags += ["--dpi", str(dpi)] if dpi else []
-        result = run_eval(docs, model, candidates, output, flags, ScoreConfig(), resume=resume)
+        result = run_eval(docs, model, candidates, output, flags, score_cfg, resume=resume)
+        checks_run = [spec.model_dump(exclude_none=True) for spec in score_cfg.checks]
         write_json(output / "eval.json", result | {"sampling": {"n": n, "temperature": temperature,
-                                                                "max_tokens": max_tokens, "seed": seed}})
+                                                                "max_tokens": max_tokens, "seed": seed},
+                                                   "checks": checks_run})
         meta = write_meta(output / "eval.json", "eval", {"models": model, "candidates": [str(c) for c in candidates],
-                                                         "sample_flags": flags}, [], {"models": len(result["models"])})
+                                                         "sample_flags": flags, "checks": check}, [],
+                          {"models": len(result["models"])})
         show_eval(result, output / "eval.json", meta)
 
 

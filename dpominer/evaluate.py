@@ -61,6 +61,19 @@ class ModelEval:
     judged_omission: int = 0  # candidates with an omission verdict (the denominator of the omission rate)
     coverage: list[float] = field(default_factory=list)
     length_ratio: list[float] = field(default_factory=list)  # the candidate's words / the reference's
+    check_counts: dict[str, list[int]] = field(default_factory=dict)  # check name → [failed, checked]
+    failed_any: int = 0  # candidates failing at least one check
+    checked_any: int = 0  # candidates at least one check ran on
+
+    def _add_checks(self, cand) -> None:
+        if not cand.checks:
+            return
+        for result in cand.checks:
+            counts = self.check_counts.setdefault(result.name, [0, 0])
+            counts[0] += not result.passed
+            counts[1] += 1
+        self.checked_any += 1
+        self.failed_any += bool(cand.failed_checks)
 
     def add(self, record: CandidateRecord) -> None:
         self.documents += 1
@@ -91,6 +104,7 @@ class ModelEval:
                 self.cut_short += cand.omission.verdict == "cut"
                 if cand.omission.length_ratio is not None:
                     self.length_ratio.append(cand.omission.length_ratio)
+            self._add_checks(cand)
         self.docs_with_loop += looped
 
     def as_dict(self) -> dict[str, Any]:
@@ -108,6 +122,7 @@ class ModelEval:
             "loop_unit_chars_median": _median([float(u) for u in self.loop_unit_chars]),
             "loop_onset_median": _median(self.loop_onset),
             "cer_mean": _mean(self.cer), "cer_median": _median(self.cer),
+            **self._checks_dict(),
             **self._omission_dict(),
         }
 
@@ -122,6 +137,17 @@ class ModelEval:
             "coverage_below_half_rate": (sum(c < 0.5 for c in self.coverage) / len(self.coverage)
                                          if self.coverage else None),
         }
+
+    def _checks_dict(self) -> dict[str, Any]:
+        """Failure rate per check (over the candidates it ran on) and of any check, with Wilson intervals."""
+        if not self.check_counts:
+            return {}
+        per_check = {name: {"failed": failed, "checked": checked, "failure_rate": failed / checked,
+                            "failure_ci95": wilson(failed, checked)}
+                     for name, (failed, checked) in self.check_counts.items()}
+        return {"checks": per_check, "failed_any_check": self.failed_any, "checked_candidates": self.checked_any,
+                "failed_any_check_rate": self.failed_any / self.checked_any,
+                "failed_any_check_ci95": wilson(self.failed_any, self.checked_any)}
 
 
 def evaluate_file(path: Path, label: str) -> ModelEval:
@@ -152,6 +178,10 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "coverage_median_change": relative(first.get("coverage_median"), row.get("coverage_median")),
             "coverage_mean_change": relative(first.get("coverage_mean"), row.get("coverage_mean")),
             "verdict": trade_off(first, row),
+            **({"check_changes": {name: relative(first["checks"][name]["failure_rate"], check["failure_rate"])
+                                  for name, check in row["checks"].items() if name in first.get("checks", {})},
+                "failed_any_check_change": relative(first["failed_any_check_rate"], row["failed_any_check_rate"])}
+               if "checks" in row and "checks" in first else {}),
         })
     return out
 

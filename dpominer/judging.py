@@ -33,7 +33,7 @@ from .rubric import (
 )
 from .runinfo import InputDigest
 from .sample import BackendFailed, SampleConfig, chunks, derive_seed, render
-from .scoring import ScoreConfig, Summary, count_record, judge_record_omissions, read_records, score_record
+from .scoring import ScoreConfig, Summary, count_record, judge_record_omissions, scored_records
 
 
 class JudgeConfig(BaseModel):
@@ -177,10 +177,8 @@ def run_judged_score(src: Path, partial: PartialOutput, score_cfg: ScoreConfig, 
     summary = Summary()
     counts: Counter = Counter(resumed_records=len(done))
     agreement: list[tuple[float, float]] = []
-    todo = (r for r in read_records(src, skip_invalid, summary, None) if r.id not in done)
+    todo = (r for r in scored_records(src, score_cfg, skip_invalid, summary, None) if r.id not in done)
     for chunk in chunks(todo, cfg.chunk_size):
-        for record in chunk:
-            score_record(record, score_cfg)
         judge_chunk(chunk, backend, cfg, counts, rescore=score_cfg.rescore)
         for record in chunk:
             judge_record_omissions(record, cfg.rubric.scale, score_cfg)

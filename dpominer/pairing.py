@@ -8,15 +8,18 @@ Default policy (``PairConfig``):
 * **chosen** — the best clean candidate (lowest CER; without a reference the best judge score, or a
   clean candidate that stopped on its own), or the reference when no candidate is clean and good
   enough (``chosen_from="auto"``). ``candidates`` never uses the reference, ``reference`` always does.
-* **rejected** — degenerate candidates and *omissions* (candidates that stopped on their own before
+* **rejected** — degenerate candidates, candidates that fail a check (``score --check``; most failed
+  checks first; never chosen) and *omissions* (candidates that stopped on their own before
   reproducing the reference, ``omission.verdict == "omission"``; without a reference, by the judge's
-  completeness), taken in turn — a loop, an omission, a loop, … — so that a document with both gives
-  pairs of both kinds and the pair set does not only ever reject the longer side (which teaches the
-  model to stop early, not to avoid loops); most severe loop / lowest coverage first. Then candidates
-  clearly worse than the chosen one: CER higher by at least ``min_margin`` or, ranked by the judge
-  (``score_by``), a judge score lower by at least ``min_judge_margin``. Suspect candidates are never
-  chosen and only rejected as worse; candidates whose judging failed are neither chosen nor rejected
-  as worse. Near-duplicates collapse to one (rapidfuzz ratio). An omission is never chosen.
+  completeness), taken in turn — a loop, a failed check, an omission, a loop, … — so that a document
+  with several kinds gives pairs of each and the pair set does not only ever reject the longer side
+  (which teaches the model to stop early, not to avoid loops); most severe loop / lowest coverage
+  first. A candidate counts as the first of these kinds it is (degenerate, then failed check, then
+  omission). Then candidates clearly worse than the chosen one: CER higher by at least
+  ``min_margin`` or, ranked by the judge (``score_by``), a judge score lower by at least
+  ``min_judge_margin``. Suspect candidates are never chosen and only rejected as worse; candidates
+  whose judging failed are neither chosen nor rejected as worse. Near-duplicates collapse to one
+  (rapidfuzz ratio). An omission is never chosen.
 * at most ``max_pairs_per_doc`` pairs per document.
 """
 
@@ -34,7 +37,7 @@ from rapidfuzz import fuzz
 
 from .images import dump_refs, rebase_record
 from .records import Candidate, CandidateRecord, Pair, SideScores, atomic_output, dumps
-from .scoring import CandidateFacts, PairLengths, Progress, ScoreConfig, Summary, count_facts, facts, score_record
+from .scoring import CandidateFacts, PairLengths, Progress, ScoreConfig, Summary, count_facts, facts, scored
 from .workers import Outcome, map_jsonl, worker_count
 
 
@@ -99,8 +102,11 @@ def _mode(record: CandidateRecord, cfg: PairConfig) -> str:
 
 
 def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
-    """Best clean candidate and None, or None and why none qualifies."""
+    """Best clean candidate that passes every check and None, or None and why none qualifies."""
     clean = [c for c in record.candidates if _verdict(c) == "clean" and _usable(c) and not _omitted(c)]
+    if clean and all(c.failed_checks for c in clean):
+        return None, "no_candidate_passing_checks"
+    clean = [c for c in clean if not c.failed_checks]
     if mode == "fidelity":
         if record.reference is None:
             return None, "no_reference"
@@ -125,17 +131,23 @@ def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_ce
     usable = [c for c in record.candidates if _usable(c)]
     degenerate = sorted((c for c in usable if _verdict(c) == "degenerate"),
                         key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
-    omitted = sorted((c for c in usable if cfg.reject_omission and _verdict(c) != "degenerate"
-                      and _omitted(c)), key=lambda c: (c.omission.coverage or 0.0, c.index))  # type: ignore[union-attr]
-    ordered = _alternate([(c, "rejected_degenerate") for c in degenerate], [(c, "rejected_omission") for c in omitted])
+    # A failed check outranks an omission and any fidelity or judge comparison.
+    failing = sorted((c for c in usable if _verdict(c) != "degenerate" and c.failed_checks),
+                     key=lambda c: (-len(c.failed_checks), c.index))
+    rest = [c for c in usable if _verdict(c) != "degenerate" and not c.failed_checks]
+    omitted = sorted((c for c in rest if cfg.reject_omission and _omitted(c)),
+                     key=lambda c: (c.omission.coverage or 0.0, c.index))  # type: ignore[union-attr]
+    ordered = _alternate([(c, "rejected_degenerate") for c in degenerate],
+                         [(c, "rejected_failed_check") for c in failing],
+                         [(c, "rejected_omission") for c in omitted])
+    rest = [c for c in rest if not _omitted(c)]
     if cfg.reject_worse and mode == "fidelity" and chosen_cer is not None:
-        worse = [c for c in usable if _verdict(c) != "degenerate" and not _omitted(c)
-                 and _cer(c) is not None and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
+        worse = [c for c in rest if _cer(c) is not None
+                 and _cer(c) >= chosen_cer + cfg.min_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_fidelity") for c in sorted(worse, key=lambda c: (-_cer(c), c.index))]
     top = _judge_score(chosen) if chosen is not None else None
     if cfg.reject_worse and mode == "judge" and top is not None:
-        worse = [c for c in usable if _verdict(c) != "degenerate" and not _omitted(c)
-                 and _judge_score(c) is not None
+        worse = [c for c in rest if _judge_score(c) is not None
                  and _judge_score(c) <= top - cfg.min_judge_margin]  # type: ignore[operator]
         ordered += [(c, "rejected_worse_judge") for c in sorted(worse, key=lambda c: (_judge_score(c), c.index))]
     return ordered
@@ -168,11 +180,12 @@ def near_duplicate(a: str, b: str, threshold: float) -> bool:
     return fuzz.ratio(a, b, score_cutoff=threshold) > 0 if threshold > 0 else True
 
 
-def _alternate(first: list, second: list) -> list:
-    """a1, b1, a2, b2, …, then the rest of the longer list."""
+def _alternate(*lists: list) -> list:
+    """a1, b1, c1, a2, b2, c2, …, then the rest of the longer lists in the same turn."""
     out = []
-    for i in range(max(len(first), len(second))):
-        out += first[i:i + 1] + second[i:i + 1]
+    for i in range(max(map(len, lists), default=0)):
+        for items in lists:
+            out += items[i:i + 1]
     return out
 
 
@@ -265,7 +278,7 @@ PairFacts = tuple[bytes, list[CandidateFacts], list[tuple[str, str, int, int]], 
 def _pair_one(record: CandidateRecord, cfg: PairRunConfig, src_dir: Path, dst_dir: Path) -> PairFacts:
     """The pairs' lines, the candidates' facts, each pair's (reason, chosen source, chosen and rejected
     characters), why no pair. Image paths are rewritten to resolve from the output's folder."""
-    score_record(record, cfg.score)
+    scored(record, cfg.score)
     outcome = make_pairs(record, cfg.policy)
     lines = b"".join(dumps(rebase_record(pair.model_dump(exclude_none=True), src_dir, dst_dir))
                      for pair in outcome.pairs)

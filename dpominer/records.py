@@ -128,6 +128,15 @@ class Degeneration(BaseModel):
     copies: float | None = None
 
 
+class CheckResult(BaseModel):
+    """One failure check's verdict on a candidate (``dpominer score --check``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    passed: bool
+    why: str | None = None
+
+
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="allow")
     index: int
@@ -142,6 +151,11 @@ class Candidate(BaseModel):
     fidelity: dict[str, float] | None = None
     judge: dict[str, Any] | None = None
     omission: Omission | None = None
+    checks: list[CheckResult] | None = None
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [c.name for c in self.checks or () if not c.passed]
 
 
 class CandidateRecord(_Prompted):
@@ -185,6 +199,7 @@ class SideScores(BaseModel):
     start_char: int | None = None  # where the loop starts, in characters of the side's text
     copies: float | None = None
     unit_len: int | None = None  # the loop unit's length, in characters
+    failed_checks: list[str] | None = None  # names of the `score --check` checks the side fails
     fidelity: dict[str, float] | None = None  # cer, wer, similarity, bleu4, composite, coverage
     omission: dict[str, Any] | None = None  # the candidate's omission: {verdict, coverage, length_ratio, why, source}
     judge: dict[str, Any] | None = None  # {score, criteria}
@@ -201,6 +216,8 @@ class SideScores(BaseModel):
         if deg is not None and deg.verdict != "clean":
             fields |= {"kind": deg.kind, "severity": deg.severity, "start_char": deg.start_char,
                        "copies": deg.copies, "unit_len": len(deg.unit) if deg.unit else None}
+        if cand.failed_checks:
+            fields["failed_checks"] = cand.failed_checks
         if cand.fidelity:
             fields["fidelity"] = cand.fidelity
         if cand.omission is not None:
@@ -232,7 +249,8 @@ class SideScores(BaseModel):
         return int(self.start_char + min(self.copies or max_copies, max_copies) * self.unit_len)
 
 
-_DERIVED = {"kind", "severity", "start_char", "copies", "unit_len", "judge", "omission"}  # SideScores.of computes these
+# SideScores.of computes these
+_DERIVED = {"kind", "severity", "start_char", "copies", "unit_len", "failed_checks", "judge", "omission"}
 
 
 class Pair(BaseModel):

@@ -113,6 +113,35 @@ def _plot_degeneration(ax, runs: Runs) -> int:
     return len(labels)
 
 
+def _plot_checks(ax, runs: Runs) -> int:
+    """Grouped bars: per check (and degeneration, for scale), one bar per model, with 95 % intervals."""
+    models = [row for _, data in runs.evals for row in data["models"] if row.get("checks")]
+    names = list(dict.fromkeys(name for row in models for name in row["checks"]))
+    if not names:
+        return 0
+    groups = ["degenerate", *names]
+    width = 0.8 / len(models)
+    for i, row in enumerate(models):
+        rates, errs = [], ([], [])
+        for name in groups:
+            if name == "degenerate":
+                rate, (lo, hi) = row["degeneration_rate"], row["degeneration_ci95"]
+            elif name in row["checks"]:
+                rate, (lo, hi) = row["checks"][name]["failure_rate"], row["checks"][name]["failure_ci95"]
+            else:
+                rate = lo = hi = float("nan")
+            rates.append(rate)
+            errs[0].append(rate - lo)
+            errs[1].append(hi - rate)
+        ax.bar([g + (i - (len(models) - 1) / 2) * width for g in range(len(groups))], rates, width,
+               yerr=[errs[0], errs[1]], capsize=3, label=row["label"])
+    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("candidates failing (95 % CI)")
+    ax.set_title("Failure rate per check per model")
+    ax.legend(fontsize=7)
+    return len(models) * len(groups)
+
+
 def _plot_omission(axes, runs: Runs) -> int:
     """Beside the loops: how often each model stopped early, and how much of the reference it reproduced."""
     rows = [row for _, data in runs.evals for row in data["models"] if row.get("omission_rate") is not None]
@@ -300,15 +329,21 @@ def _fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _eval_row(m: dict[str, Any], c: dict[str, Any]) -> str:
+def _eval_row(m: dict[str, Any], c: dict[str, Any], checks: list[str]) -> str:
     omission = "–" if m.get("omission_rate") is None else (
         f"{m['omission_rate']:.1%} ({m['omission_ci95'][0]:.1%}–{m['omission_ci95'][1]:.1%})")
     cells = [html.escape(m["label"]),
              f"{m['degeneration_rate']:.1%} ({m['degeneration_ci95'][0]:.1%}–{m['degeneration_ci95'][1]:.1%})",
              _fmt(c.get("degeneration_change"), "+.0%"), omission, _fmt(c.get("omission_change"), "+.0%"),
              f"{_fmt(m.get('coverage_median'), '.2f')} / {_fmt(m.get('coverage_mean'), '.2f')}",
+             *(_rate_cell(m["checks"][n]["failure_rate"], m["checks"][n]["failure_ci95"])
+               if n in m.get("checks", {}) else "–" for n in checks),
              _fmt(m.get("cer_mean"), ".3f"), html.escape(c.get("verdict") or "")]
     return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def _rate_cell(rate: float, ci: list[float]) -> str:
+    return f"{rate:.1%} ({ci[0]:.1%}–{ci[1]:.1%})"
 
 
 def _eval_table(runs: Runs) -> str:
@@ -316,9 +351,11 @@ def _eval_table(runs: Runs) -> str:
     head = ("model", "degeneration (95 % CI)", "change vs first", "omission (95 % CI)", "change vs first",
             "coverage median / mean", "mean CER", "what changed")
     for label, data in runs.evals:
-        rows = "".join(_eval_row(m, c) for m, c in zip(data["models"], data["changes"], strict=True))
+        names = list(dict.fromkeys(n for m in data["models"] for n in m.get("checks", {})))
+        heads = (*head[:6], *(f"fails {html.escape(n)} (95 % CI)" for n in names), *head[6:])
+        rows = "".join(_eval_row(m, c, names) for m, c in zip(data["models"], data["changes"], strict=True))
         out.append(f"<h2>Evaluation: {html.escape(label)}</h2><table><tr>"
-                   + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{rows}</table>")
+                   + "".join(f"<th>{h}</th>" for h in heads) + f"</tr>{rows}</table>")
     return "".join(out)
 
 
@@ -340,6 +377,7 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
             plots.append((name, title, png, points))
 
     add("degeneration_rate", "Degeneration rate per model", lambda ax: _plot_degeneration(ax, runs))
+    add("check_failures", "Failure rate per check per model", lambda ax: _plot_checks(ax, runs))
     add("omission_coverage", "Omission and coverage per model", lambda axes: _plot_omission(axes, runs), cols=2)
     add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: _plot_cer(ax, runs))
     add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), cols=2)

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .checks import CheckError, CheckSpec, compiled, resolve_names, run_checks
 from .degeneration import DetectorConfig, detect
 from .fidelity import FidelityConfig, fidelity, word_ratio
 from .images import rebase_record
 from .omission import OmissionConfig, judge_omission, judged_omission
-from .records import CandidateRecord, Message, Pair, atomic_output, dumps, iter_jsonl
-from .workers import map_jsonl, worker_count
+from .records import CandidateRecord, InputError, Message, Pair, atomic_output, dumps, iter_jsonl
+from .workers import LineError, map_jsonl, worker_count
 
 
 class ScoreConfig(BaseModel):
@@ -32,6 +33,13 @@ class ScoreConfig(BaseModel):
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     omission: OmissionConfig = Field(default_factory=OmissionConfig)
     rescore: bool = Field(False, description="recompute scores that a record already carries")
+    checks: tuple[CheckSpec, ...] = Field((), description="failure checks run on every candidate ([[checks]])")
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_names(cls, checks: tuple[CheckSpec, ...]) -> tuple[CheckSpec, ...]:
+        resolve_names(list(checks))
+        return checks
 
 
 def _side_text(value: str | list[Message]) -> str:
@@ -104,6 +112,8 @@ class Summary:
     lengths: PairLengths = field(default_factory=PairLengths)
     skipped_messages: list[str] = field(default_factory=list)
     judge: dict[str, Any] = field(default_factory=dict)  # set by `score --judge`
+    check_failures: Counter = field(default_factory=Counter)  # check name → candidates failing it
+    checked: Counter = field(default_factory=Counter)  # check name → candidates it ran on
 
     @property
     def degeneration_rate(self) -> float:
@@ -126,6 +136,8 @@ class Summary:
             "documents_without_pair": dict(self.no_pair),
             **({"pair_lengths": self.lengths.as_dict()} if self.pairs else {}),
             **({"judge": self.judge} if self.judge else {}),
+            **({"checks": {name: {"checked": n, "failed": self.check_failures[name]}
+                           for name, n in self.checked.items()}} if self.checked else {}),
         }
 
     def skipped(self, message: str) -> None:
@@ -134,9 +146,37 @@ class Summary:
             self.skipped_messages.append(message)
 
 
+def _document(record: CandidateRecord, user_checks: bool) -> dict[str, Any]:
+    """What a check function is given as ``document``: the record without its candidates."""
+    if user_checks:
+        return record.model_dump(exclude={"candidates"}, exclude_none=True)
+    return {"id": record.id, "reference": record.reference}
+
+
+def check_record(record: CandidateRecord, cfg: ScoreConfig) -> None:
+    """Run the configured checks on every candidate that lacks one of their results (all with rescore);
+    results of checks not configured now are kept. Candidates whose sampling failed are not checked."""
+    checks = compiled(cfg.checks)
+    names = {c.name for c in checks}
+    document = None
+    for cand in record.candidates:
+        if cand.finish_reason == "error":
+            continue
+        have = {r.name for r in cand.checks or ()}
+        if not cfg.rescore and names <= have:
+            continue
+        if document is None:
+            document = _document(record, any(c.user for c in checks))
+        kept = [r for r in cand.checks or () if r.name not in names]
+        cand.checks = kept + run_checks(checks, cand.text, document)
+
+
 def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
-    """Annotate every candidate with ``degeneration`` and, given a reference, ``fidelity`` (coverage
-    included) and ``omission``."""
+    """Annotate every candidate with ``degeneration``, ``checks`` (when configured) and, given a
+    reference, ``fidelity`` (coverage included) and ``omission``. A user check that raises is a
+    CheckError."""
+    if cfg.checks:
+        check_record(record, cfg)
     for cand in record.candidates:
         if cand.degeneration is None or cfg.rescore:
             cand.degeneration = detect(cand.text, token_ids=cand.token_ids, finish_reason=cand.finish_reason,
@@ -163,8 +203,8 @@ def judge_record_omissions(record: CandidateRecord, scale: int, cfg: ScoreConfig
             cand.omission = judged_omission(cand.judge, scale, cand.finish_reason, degenerate, cfg.omission)
 
 
-# finish reason, verdict, kind, CER, omission verdict
-CandidateFacts = tuple[str, str | None, str | None, float | None, str | None]
+# finish reason, verdict, kind, CER, omission verdict, (check name, passed) per check run
+CandidateFacts = tuple[str, str | None, str | None, float | None, str | None, tuple[tuple[str, bool], ...]]
 
 
 def facts(record: CandidateRecord) -> list[CandidateFacts]:
@@ -172,12 +212,13 @@ def facts(record: CandidateRecord) -> list[CandidateFacts]:
     return [(c.finish_reason or "unknown", c.degeneration.verdict if c.degeneration else None,
              c.degeneration.kind if c.degeneration else None,
              c.fidelity["cer"] if c.fidelity and "cer" in c.fidelity else None,
-             c.omission.verdict if c.omission is not None else None) for c in record.candidates]
+             c.omission.verdict if c.omission is not None else None,
+             tuple((r.name, r.passed) for r in c.checks or ())) for c in record.candidates]
 
 
 def count_facts(summary: Summary, candidates: list[CandidateFacts]) -> None:
     summary.documents += 1
-    for finish_reason, verdict, kind, cer, omission in candidates:
+    for finish_reason, verdict, kind, cer, omission, checks in candidates:
         summary.candidates += 1
         summary.finish_reasons[finish_reason] += 1
         if verdict is not None:
@@ -189,6 +230,9 @@ def count_facts(summary: Summary, candidates: list[CandidateFacts]) -> None:
             summary.cer_count += 1
         if omission is not None:
             summary.omission[omission] += 1
+        for name, passed in checks:
+            summary.checked[name] += 1
+            summary.check_failures[name] += not passed
 
 
 def count_record(summary: Summary, record: CandidateRecord) -> None:
@@ -203,10 +247,37 @@ def read_records(path: Path, skip_invalid: bool, summary: Summary, progress: Pro
                       on_line=progress, check=check)
 
 
+def scored(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
+    """:func:`score_record` in a worker: a user check's failure stops the run at this record's line."""
+    try:
+        return score_record(record, cfg)
+    except CheckError as exc:
+        raise LineError(f"{exc} (document {record.id!r})") from None
+
+
 def _score_one(record: CandidateRecord, cfg: ScoreConfig, src_dir: Path,
                dst_dir: Path) -> tuple[bytes, list[CandidateFacts]]:
-    score_record(record, cfg)
+    scored(record, cfg)
     return dumps(rebase_record(record.model_dump(exclude_none=True), src_dir, dst_dir)), facts(record)
+
+
+def scored_records(path: Path, cfg: ScoreConfig, skip_invalid: bool, summary: Summary,
+                   progress: Progress | None, check=None) -> Iterator[CandidateRecord]:
+    """Read and score each record in this process (`score --judge`); a user check's failure stops the
+    run as ``path:LINE: check …``."""
+    line = 0
+
+    def on_line(raw: bytes) -> None:
+        nonlocal line
+        line += 1
+        if progress is not None:
+            progress(raw)
+
+    for record in read_records(path, skip_invalid, summary, on_line, check):
+        try:
+            yield score_record(record, cfg)
+        except CheckError as exc:
+            raise InputError(f"{path}:{line}: {exc} (document {record.id!r})") from None
 
 
 def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = False,

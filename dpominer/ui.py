@@ -87,6 +87,9 @@ def show_summary(summary: dict, output: Path, meta: Path, skipped: list[str]) ->
         rows.append((f"  {verdict}", f"{n} ({n / cand:.1%})" if cand else "0"))
     for kind, n in sorted(summary["kinds"].items(), key=lambda kv: -kv[1]):
         rows.append((f"    kind: {kind}", str(n)))
+    for name, counts in summary.get("checks", {}).items():
+        failed, checked = counts["failed"], counts["checked"]
+        rows.append((f"  failed check {name}", f"{failed} of {checked} ({failed / checked:.1%})" if checked else "0"))
     if summary["mean_cer"] is not None:
         rows.append(("mean CER", f"{summary['mean_cer']:.4f}"))
     for verdict, n in sorted(summary.get("omission", {}).items()):
@@ -276,4 +279,27 @@ def show_eval(result: dict, path: Path, meta: Path) -> None:
         if change.get("verdict"):
             style = "bold red" if "stop early" in change["verdict"] else "dim"
             console.print(f"[{style}]{change['label']}: {change['verdict']}[/]", highlight=False)
+    if any("checks" in row for row in result["models"]):
+        console.print(_checks_table(result))
     console.print(f"[dim]run record: {meta}[/]")
+
+
+def _checks_table(result: dict) -> Table:
+    """Failure rate per check per model, beside the degeneration rate, with Wilson intervals."""
+    names = list(dict.fromkeys(n for row in result["models"] for n in row.get("checks", {})))
+    table = Table(title="failure checks (share of candidates failing, 95 % CI)", title_justify="left")
+    for name in ("model", "degenerate", "any check", *names):
+        table.add_column(name, justify="left" if name == "model" else "right")
+
+    def cell(rate: float, ci: list[float], change: float | None) -> str:
+        return f"{rate:.1%} ({ci[0]:.0%}–{ci[1]:.0%})" + ("" if change is None else f" {change:+.0%}")
+
+    for row, change in zip(result["models"], result["changes"], strict=True):
+        checks = row.get("checks", {})
+        per = [cell(checks[n]["failure_rate"], checks[n]["failure_ci95"], change.get("check_changes", {}).get(n))
+               if n in checks else "–" for n in names]
+        anyc = cell(row["failed_any_check_rate"], row["failed_any_check_ci95"], change.get("failed_any_check_change")) \
+            if "checks" in row else "–"
+        table.add_row(row["label"], cell(row["degeneration_rate"], row["degeneration_ci95"],
+                                         change["degeneration_change"]), anyc, *per)
+    return table

@@ -20,13 +20,18 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from .records import admit, parse_line, read_lines
+from .records import InputError, admit, parse_line, read_lines
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 CHUNK_BYTES = 1 << 18  # a chunk of lines per task: large enough that pickling and IPC are noise
 AUTO_SERIAL_BYTES = 8 << 20  # with workers=0 (auto), smaller inputs run in-process: a pool costs ~1 s to start
+
+
+class LineError(Exception):
+    """Raised by ``work`` to stop the run at its record's line: ``path:LINE: message``, with or without
+    ``skip_invalid`` (a user check that fails, not a bad line). One message argument, so it pickles."""
 
 
 @dataclass
@@ -55,8 +60,13 @@ def _run_chunk(model: type[M], work: Callable[[M], T], lines: list[tuple[int, by
     out = []
     for lineno, raw in lines:
         record, problem = parse_line(raw, model)
-        outcome = None if record is None else Outcome(getattr(record, "id", None),
-                                                      getattr(record, "conversational", None), work(record))
+        outcome = None
+        if record is not None:
+            try:
+                result = work(record)
+            except LineError as exc:
+                result = exc  # raised in file order, by :func:`_results`
+            outcome = Outcome(getattr(record, "id", None), getattr(record, "conversational", None), result)
         out.append((lineno, outcome, problem))
     return out
 
@@ -82,17 +92,22 @@ def map_jsonl(path: Path, model: type[M], work: Callable[[M], T], *, workers: in
     lines = read_lines(path, on_line)
     if workers <= 1:
         parsed = (row for line in lines for row in _run_chunk(model, work, [line]))
-        for outcome, _ in admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check):
-            yield outcome.result
+        yield from _results(path, admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check))
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         try:
             parsed = _in_order(pool, model, work, _chunks(lines), in_flight=2 * workers)
-            for outcome, _ in admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check):
-                yield outcome.result
+            yield from _results(path, admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check))
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)  # a bad line or ^C: do not finish the queue first
             raise
+
+
+def _results(path: Path, admitted: Iterator[tuple[Outcome, int]]) -> Iterator[Any]:
+    for outcome, lineno in admitted:
+        if isinstance(outcome.result, LineError):
+            raise InputError(f"{path}:{lineno}: {outcome.result}")
+        yield outcome.result
 
 
 def _in_order(pool: ProcessPoolExecutor, model: type[M], work: Callable[[M], T],
