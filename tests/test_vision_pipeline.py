@@ -42,7 +42,8 @@ def test_image_documents_through_every_stage(tmp_path: Path, monkeypatch):
 
     runs = tmp_path / "runs"
     common = ("--model", vlm, "--backend", "hf", "--max-tokens", "24")
-    _ok("sample", docs, "-o", runs / "candidates.jsonl", "-n", "2", "-t", "0", *common)
+    # T=1: greedy decoding of a random tiny VLM writes only newlines, and a blank side is never paired
+    _ok("sample", docs, "-o", runs / "candidates.jsonl", "-n", "2", "-t", "1.0", *common)
     _ok("pair", runs / "candidates.jsonl", "-o", runs / "pairs" / "pairs.jsonl")
     pairs = read_jsonl(runs / "pairs" / "pairs.jsonl")
     assert pairs and all(str(p["images"][0]).startswith(("../../data/", "{'pdf': '../../data/")) for p in pairs)
