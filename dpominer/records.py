@@ -24,6 +24,13 @@ FinishReason = Literal["stop", "length", "repetition", "error"]
 CUT_OFF = frozenset({"length", "repetition"})  # never ended on its own (max_tokens, loop stop): no end-of-turn
 
 
+def _image_refs(value: Any) -> Any:
+    """A document's or pair's ``images``: ``{"pdf", "page"}`` entries as PdfPage, paths as they are."""
+    if isinstance(value, list):
+        return [PdfPage.model_validate(v) if isinstance(v, dict) else v for v in value]
+    return value
+
+
 class InputError(Exception):
     """Bad user input, reported as one line (``path:LINE: message``) and exit code 1."""
 
@@ -74,9 +81,7 @@ class _Prompted(BaseModel):
     @field_validator("images", mode="before")
     @classmethod
     def _refs(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [PdfPage.model_validate(v) if isinstance(v, dict) else v for v in value]
-        return value
+        return _image_refs(value)
 
     @model_validator(mode="after")
     def _one_input(self):
@@ -293,9 +298,7 @@ class Pair(BaseModel):
     @field_validator("images", mode="before")
     @classmethod
     def _refs(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [PdfPage.model_validate(v) if isinstance(v, dict) else v for v in value]
-        return value
+        return _image_refs(value)
 
     @property
     def conversational(self) -> bool:
