@@ -15,6 +15,12 @@
 
 Both strings are normalised first: Unicode NFC (a decomposed "Café" is otherwise 2 edits from the
 composed one) and collapsed whitespace; each step can be turned off.
+
+Speed (``score`` and ``pair`` measure every candidate): what depends on the reference alone (its
+normal form, words, word ids, n-gram counts) is computed once per document (:func:`_prepared`). A
+candidate's words become one code point each (its word's id in the reference's vocabulary, a code no
+reference word has for the others), so WER and coverage run rapidfuzz on strings, and BLEU-4 counts
+integer n-grams: the same numbers as over word lists, a fraction of the time.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from itertools import repeat
 from operator import add, mul
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from rapidfuzz.distance import Indel, LCSseq, Levenshtein
@@ -57,10 +64,7 @@ def cer(hypothesis: str, reference: str) -> float:
 
 
 def wer(hypothesis: str, reference: str) -> float:
-    return _wer(hypothesis.split(), reference.split())
-
-
-def _wer(hyp_words: list[str], ref_words: list[str]) -> float:
+    hyp_words, ref_words = hypothesis.split(), reference.split()
     if not ref_words:
         return 0.0 if not hyp_words else float(len(hyp_words))
     return _distance(Levenshtein, hyp_words, ref_words) / len(ref_words)
@@ -69,11 +73,18 @@ def _wer(hyp_words: list[str], ref_words: list[str]) -> float:
 # scripts written without spaces between words: each character counts as a word for coverage
 _NO_SPACE = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = re.compile(f"[{_NO_SPACE}]|[^\\s{_NO_SPACE}]+")
+_HAS_NO_SPACE = re.compile(f"[{_NO_SPACE}]")
 
 
 def words(text: str) -> list[str]:
     """Whitespace-separated words, with each character of a script written without spaces on its own."""
     return _WORD.findall(text)
+
+
+def _plain(text: str) -> bool:
+    """No character of a script written without spaces: ``words(text) == text.split()`` (the regex's
+    ``\\s`` and ``str.split`` agree on every code point)."""
+    return text.isascii() or _HAS_NO_SPACE.search(text) is None
 
 
 def coverage(hypothesis: str, reference: str) -> float:
@@ -87,41 +98,96 @@ def coverage(hypothesis: str, reference: str) -> float:
 def word_ratio(hypothesis: str, reference: str, cfg: FidelityConfig | None = None) -> float | None:
     """The candidate's word count / the reference's (as ``coverage`` counts words); None for an empty reference."""
     cfg = cfg or FidelityConfig()
-    ref_words = words(normalise(reference, cfg))
-    return len(words(normalise(hypothesis, cfg))) / len(ref_words) if ref_words else None
+    ref = _prepared(reference, cfg)
+    if not ref.n_words:
+        return None
+    hyp = normalise(hypothesis, cfg)
+    return len(hyp.split() if _plain(hyp) else words(hyp)) / ref.n_words
 
 
 VECTOR_WORDS = 128  # from this many hypothesis words on, numpy counts n-grams (below, its call overhead loses)
+_SURROGATES = 0xE000 - 0xD800
+
+
+def _code(word_id: int) -> str:
+    """Word id (from 1) → one code point, surrogates skipped (an id past the last code point raises)."""
+    return chr(word_id if word_id < 0xD800 else word_id + _SURROGATES)
+
+
+def _vocabulary(tokens: list[str]) -> tuple[dict[str, Any], Any]:
+    """Each distinct token → one code point, in order of first appearance, and the tokens encoded with
+    them: a string. Past ~1.1 M distinct tokens (no code points left) ids are ints and the encoding a
+    list, which rapidfuzz and the n-gram counts treat the same way, only slower."""
+    ids: dict[str, int] = {}
+    for token in tokens:
+        ids.setdefault(token, len(ids) + 1)
+    if len(ids) + _SURROGATES >= 0x110000:
+        return ids, list(map(ids.__getitem__, tokens))
+    vocab = {token: _code(i) for token, i in ids.items()}
+    return vocab, "".join(map(vocab.__getitem__, tokens))
+
+
+def _encode(tokens: list[str], vocab: dict[str, Any]) -> Any:
+    """``tokens`` in ``vocab``'s codes; a token it lacks gets 0 ("\\0"), which no vocabulary entry has."""
+    if not vocab or isinstance(next(iter(vocab.values())), str):
+        return "".join(map(vocab.get, tokens, repeat("\0")))
+    return list(map(vocab.get, tokens, repeat(0)))
+
+
+def _ids(codes: Any) -> list[int]:
+    return list(map(ord, codes)) if isinstance(codes, str) else codes
 
 
 @dataclass
 class _ReferenceNgrams:
-    """A reference's words as integer ids (from 1) and, per order 1..4, its n-gram counts keyed by one
-    integer per n-gram and whether every count is 1."""
+    """A reference's words as integer ids (one code point each) and, per order 1..4, its n-gram counts
+    keyed by one integer per n-gram and whether every count is 1."""
 
     length: int
-    vocab: dict[str, int]
-    ids: list[int]
+    vocab: dict[str, Any]
+    codes: Any  # the words encoded (a string, or a list of ints for a huge vocabulary)
+    base: int  # greater than every id: the radix of the n-gram keys
     counts: list[Counter]
     distinct: list[bool]
 
     @cached_property
-    def sorted_counts(self):
-        """Per order: (sorted unique n-gram keys, their counts) as numpy arrays, for long hypotheses."""
+    def sorted_keys(self):
+        """Numpy, for long hypotheses: (sorted unique n-gram keys of all four orders, each order offset
+        by :func:`_offsets` so no two share a key; their counts; where each order starts and ends)."""
         import numpy as np
 
-        keys = _ngram_keys(np.array(self.ids, dtype=np.int64), len(self.vocab) + 1)
-        return [np.unique(k, return_counts=True) for k in keys]
+        keys = _ngram_keys(_as_array(self.codes), self.base)
+        offsets = _offsets(self.base)
+        unique, counts = np.unique(np.concatenate([k + o for k, o in zip(keys, offsets, strict=True)]),
+                                   return_counts=True)
+        return unique, counts, np.searchsorted(unique, offsets + [offsets[-1] + self.base**4])
+
+
+def _reference_ngrams_of(ref_words: list[str]) -> _ReferenceNgrams:
+    vocab, codes = _vocabulary(ref_words)
+    ids = _ids(codes)
+    base = max(ids, default=0) + 1
+    counts = [Counter(keys) for keys in _ngram_keys(ids, base)]
+    return _ReferenceNgrams(len(ref_words), vocab, codes, base, counts, [len(c) == sum(c.values()) for c in counts])
 
 
 @lru_cache(maxsize=64)
 def _reference_ngrams(reference: str) -> _ReferenceNgrams:
-    """Computed once for all of a reference's candidates."""
-    words = reference.split()
-    vocab: dict[str, int] = {}
-    ids = [vocab.setdefault(w, len(vocab) + 1) for w in words]
-    counts = [Counter(keys) for keys in _ngram_keys(ids, len(vocab) + 1)]
-    return _ReferenceNgrams(len(words), vocab, ids, counts, [len(c) == sum(c.values()) for c in counts])
+    """Computed once for all of a reference's candidates (``bleu4`` on its own)."""
+    return _reference_ngrams_of(reference.split())
+
+
+def _as_array(codes: Any):
+    import numpy as np
+
+    if isinstance(codes, str):  # one code point per word: the UTF-32 bytes are the ids
+        return np.frombuffer(codes.encode("utf-32-le"), np.uint32).astype(np.int64)
+    return np.array(codes, dtype=np.int64)
+
+
+def _offsets(base: int) -> list[int]:
+    """Where each order's keys start when all four share one array: order n's keys lie in [0, baseⁿ)."""
+    return [0, base, base + base**2, base + base**2 + base**3]
 
 
 def _ngram_keys(ids, base: int) -> list:
@@ -145,50 +211,54 @@ def _clipped_matches(hyp_keys: list[int], ref_counts: Counter, ref_distinct: boo
     return sum(map(min, hyp_counts.values(), map(ref_counts.get, hyp_counts, repeat(0))))
 
 
-def _clipped_matches_vector(hyp_keys, ref_sorted) -> int:
-    """The same for a numpy array of keys against the reference's (sorted unique keys, counts)."""
+def _clipped_matches_vector(hyp_codes: Any, ref: _ReferenceNgrams) -> list[int]:
+    """The same for all four orders at once, with numpy: each of the hypothesis's n-grams looked up
+    among the reference's sorted keys, the hits counted per reference n-gram and clipped there."""
     import numpy as np
 
-    keys, counts = np.unique(hyp_keys, return_counts=True)
-    ref_keys, ref_counts = ref_sorted
+    ref_keys, ref_counts, bounds = ref.sorted_keys
+    keys = _ngram_keys(_as_array(hyp_codes), ref.base)
+    keys = np.concatenate([k + o for k, o in zip(keys, _offsets(ref.base), strict=True)])
     at = np.minimum(np.searchsorted(ref_keys, keys), len(ref_keys) - 1)
-    shared = ref_keys[at] == keys
-    return int(np.minimum(counts[shared], ref_counts[at[shared]]).sum())
+    hits = np.bincount(at[ref_keys[at] == keys], minlength=len(ref_keys))
+    total = np.concatenate(([0], np.cumsum(np.minimum(hits, ref_counts))))
+    return [int(total[bounds[n + 1]] - total[bounds[n]]) for n in range(4)]
 
 
-def _matches_per_order(hyp: list[str], ref: _ReferenceNgrams, orders: int) -> list[int]:
-    base = len(ref.vocab) + 1
-    if len(hyp) < VECTOR_WORDS or base**4 >= 2**63:  # short, or keys that would overflow int64
-        keys = _ngram_keys(list(map(ref.vocab.get, hyp, repeat(0))), base)
-        return [_clipped_matches(keys[n], ref.counts[n], ref.distinct[n]) for n in range(orders)]
-    import numpy as np
-
-    keys = _ngram_keys(np.fromiter(map(ref.vocab.get, hyp, repeat(0)), np.int64, len(hyp)), base)
-    return [_clipped_matches_vector(keys[n], ref.sorted_counts[n]) for n in range(orders)]
+def _matches_per_order(hyp_codes: Any, n_hyp: int, ref: _ReferenceNgrams, orders: int) -> list[int]:
+    if n_hyp >= VECTOR_WORDS and _offsets(ref.base)[-1] + ref.base**4 < 2**63:  # long, and keys fit in int64
+        return _clipped_matches_vector(hyp_codes, ref)[:orders]
+    keys = _ngram_keys(_ids(hyp_codes), ref.base)
+    return [_clipped_matches(keys[n], ref.counts[n], ref.distinct[n]) for n in range(orders)]
 
 
-def bleu4(hypothesis: str, reference: str, hyp_words: list[str] | None = None) -> float:
+def _bleu(hyp_codes: Any, n_hyp: int, ref: _ReferenceNgrams) -> float:
+    if not n_hyp or not ref.length:
+        return float(not n_hyp and not ref.length)
+    log_precisions = [math.log((matches or 0.1) / (n_hyp - n)) for n, matches in
+                      enumerate(_matches_per_order(hyp_codes, n_hyp, ref, min(4, n_hyp)))]
+    brevity = 1.0 if n_hyp > ref.length else math.exp(1 - ref.length / n_hyp)
+    return brevity * math.exp(sum(log_precisions) / len(log_precisions))
+
+
+def bleu4(hypothesis: str, reference: str) -> float:
     """Sentence BLEU-4 over words: uniform weights, brevity penalty, +0.1 for zero matches (Chen &
     Cherry 2014, method 1), and the effective order of sacrebleu: n-gram orders longer than the
     hypothesis are left out, so identical two-word texts score 1, not 0.3.
 
     Words are integer ids (0 for a word the reference lacks, which no reference n-gram holds) and an
     n-gram is one integer: clipped counts are a set intersection where one side repeats no n-gram of
-    that order, and numpy's sorted counts for long hypotheses. ``hyp_words``: the split hypothesis."""
-    hyp = hypothesis.split() if hyp_words is None else hyp_words
+    that order, and one numpy sort over all orders for long hypotheses."""
     ref = _reference_ngrams(reference)
-    if not hyp or not ref.length:
-        return float(not hyp and not ref.length)
-    log_precisions = [math.log((matches or 0.1) / (len(hyp) - n)) for n, matches in
-                      enumerate(_matches_per_order(hyp, ref, min(4, len(hyp))))]
-    brevity = 1.0 if len(hyp) > ref.length else math.exp(1 - ref.length / len(hyp))
-    return brevity * math.exp(sum(log_precisions) / len(log_precisions))
+    hyp = hypothesis.split()
+    return _bleu(_encode(hyp, ref.vocab), len(hyp), ref)
 
 
 def _distance(metric, a, b) -> int:
     """``metric.distance(a, b)``, exact, computed in a band around the diagonal that widens until it
-    holds the answer: a near-copy costs a thin band instead of the whole len(a)×len(b) table."""
-    bound = max(abs(len(a) - len(b)), 32)
+    holds the answer: a near-copy costs a thin band instead of the whole len(a)×len(b) table. It starts
+    at 31, the widest band (63) that fits one machine word: rapidfuzz's fastest path."""
+    bound = max(abs(len(a) - len(b)), 31)
     while True:
         distance = metric.distance(a, b, score_cutoff=bound)
         if distance <= bound:
@@ -196,21 +266,72 @@ def _distance(metric, a, b) -> int:
         bound *= 4
 
 
-def fidelity(hypothesis: str, reference: str, cfg: FidelityConfig | None = None) -> dict[str, float]:
-    """All fidelity metrics of one candidate against its reference."""
+@dataclass
+class _Reference:
+    """A normalised reference and everything a candidate is measured against, built once per document."""
+
+    text: str
+    ngrams: _ReferenceNgrams  # its whitespace words (BLEU-4, WER)
+    plain: bool  # no script written without spaces: coverage's words are the whitespace words
+    n_words: int  # coverage's words
+
+    @cached_property
+    def coverage_words(self) -> tuple[dict[str, Any], Any]:
+        """(vocabulary, codes) of coverage's words, where they differ from the whitespace words."""
+        return _vocabulary(words(self.text))
+
+
+@lru_cache(maxsize=64)
+def _prepared(reference: str, cfg: FidelityConfig) -> _Reference:
+    text = normalise(reference, cfg)
+    plain = _plain(text)
+    split = text.split()
+    return _Reference(text, _reference_ngrams_of(split), plain, len(split) if plain else len(words(text)))
+
+
+def _coverage_codes(hyp: str, hyp_split: list[str], hyp_codes: Any, ref: _Reference) -> tuple[Any, Any, int]:
+    """(hypothesis codes, reference codes, hypothesis word count) of coverage's words."""
+    hyp_plain = _plain(hyp)
+    if ref.plain and hyp_plain:
+        return hyp_codes, ref.ngrams.codes, len(hyp_split)
+    vocab, ref_codes = (ref.ngrams.vocab, ref.ngrams.codes) if ref.plain else ref.coverage_words
+    hyp_words = hyp_split if hyp_plain else words(hyp)
+    return _encode(hyp_words, vocab), ref_codes, len(hyp_words)
+
+
+def fidelity_and_word_ratio(hypothesis: str, reference: str,
+                            cfg: FidelityConfig | None = None) -> tuple[dict[str, float], float | None]:
+    """:func:`fidelity`, and :func:`word_ratio` from the same words."""
     cfg = cfg or FidelityConfig()
-    hyp, ref = normalise(hypothesis, cfg), normalise(reference, cfg)
-    total = len(hyp) + len(ref)
-    lev_ratio = 1.0 - _distance(Indel, hyp, ref) / total if total else 1.0  # python-Levenshtein's ratio()
-    hyp_words = hyp.split()
-    bleu = bleu4(hyp, ref, hyp_words)
-    distance = _distance(Levenshtein, hyp, ref)  # once, for both CER and similarity
-    longest = max(len(hyp), len(ref))
-    return {
-        "cer": round(distance / len(ref) if ref else float(len(hyp)), 6),
-        "wer": round(_wer(hyp_words, ref.split()), 6),
+    ref = _prepared(reference, cfg)
+    hyp = normalise(hypothesis, cfg)
+    hyp_split = hyp.split()
+    ngrams = ref.ngrams
+    hyp_codes = _encode(hyp_split, ngrams.vocab)
+    distance = _distance(Levenshtein, hyp, ref.text)  # once, for both CER and similarity
+    # every substitution is a deletion and an insertion: the Indel distance is at most twice this
+    indel = Indel.distance(hyp, ref.text, score_cutoff=2 * distance)
+    total = len(hyp) + len(ref.text)
+    lev_ratio = 1.0 - indel / total if total else 1.0  # python-Levenshtein's ratio()
+    bleu = _bleu(hyp_codes, len(hyp_split), ngrams)
+    if ngrams.length:
+        wer_ = _distance(Levenshtein, hyp_codes, ngrams.codes) / ngrams.length
+    else:
+        wer_ = 0.0 if not hyp_split else float(len(hyp_split))
+    cover_hyp, cover_ref, n_hyp_words = _coverage_codes(hyp, hyp_split, hyp_codes, ref)
+    cover = LCSseq.similarity(cover_hyp, cover_ref) / ref.n_words if ref.n_words else 1.0
+    longest = max(len(hyp), len(ref.text))
+    scores = {
+        "cer": round(distance / len(ref.text) if ref.text else float(len(hyp)), 6),
+        "wer": round(wer_, 6),
         "similarity": round(1 - distance / longest if longest else 1.0, 6),
         "bleu4": round(bleu, 6),
         "composite": round((lev_ratio + bleu) / 2, 6),
-        "coverage": round(coverage(hyp, ref), 6),
+        "coverage": round(cover, 6),
     }
+    return scores, n_hyp_words / ref.n_words if ref.n_words else None
+
+
+def fidelity(hypothesis: str, reference: str, cfg: FidelityConfig | None = None) -> dict[str, float]:
+    """All fidelity metrics of one candidate against its reference."""
+    return fidelity_and_word_ratio(hypothesis, reference, cfg)[0]
