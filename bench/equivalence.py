@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 from pathlib import Path
 
@@ -29,8 +28,8 @@ from baseline import ROOT, checkout, run_cli
 from detect import candidates as bench_candidates
 from detect import load_package
 
-from dpominer.degeneration import detect
-from dpominer.fidelity import fidelity, word_ratio
+import dpominer.degeneration as new_degeneration
+import dpominer.fidelity as new_fidelity
 
 BEFORE_SPEED = "272abc5"  # main before the issue-13 speed work (point 8, second pass)
 DATA = Path(__file__).parent / "data"
@@ -101,8 +100,7 @@ def compare_functions(rows: list[dict], old_degeneration, old_fidelity) -> int:
             kwargs = {"token_ids": row.get("token_ids"), "finish_reason": row["finish_reason"],
                       "token_logprobs": row.get("token_logprobs")}
             results = [_outputs(old_degeneration, old_fidelity, row["text"], reference, kwargs),
-                       _outputs(sys.modules["dpominer.degeneration"], sys.modules["dpominer.fidelity"], row["text"],
-                                reference, kwargs)]
+                       _outputs(new_degeneration, new_fidelity, row["text"], reference, kwargs)]
             checked += 1
             if isinstance(results[0][0], str) and not isinstance(results[1][0], str):
                 fixed += 1

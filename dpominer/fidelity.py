@@ -31,7 +31,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from itertools import repeat
+from itertools import chain, repeat
 from operator import add, mul
 from typing import Any
 
@@ -54,6 +54,15 @@ def normalise(text: str, cfg: FidelityConfig) -> str:
     if cfg.lowercase:
         text = text.lower()
     return text
+
+
+def _normalised_words(text: str, cfg: FidelityConfig) -> tuple[str, list[str]]:
+    """(``normalise(text, cfg)``, its whitespace words), splitting once where whitespace is collapsed."""
+    if cfg.collapse_whitespace and not cfg.lowercase:
+        split = (unicodedata.normalize("NFC", text) if cfg.nfc else text).split()
+        return " ".join(split), split
+    text = normalise(text, cfg)
+    return text, text.split()
 
 
 def cer(hypothesis: str, reference: str) -> float:
@@ -101,29 +110,25 @@ def word_ratio(hypothesis: str, reference: str, cfg: FidelityConfig | None = Non
     ref = _prepared(reference, cfg)
     if not ref.n_words:
         return None
-    hyp = normalise(hypothesis, cfg)
-    return len(hyp.split() if _plain(hyp) else words(hyp)) / ref.n_words
+    hyp, hyp_split = _normalised_words(hypothesis, cfg)
+    return len(hyp_split if _plain(hyp) else words(hyp)) / ref.n_words
 
 
 VECTOR_WORDS = 128  # from this many hypothesis words on, numpy counts n-grams (below, its call overhead loses)
-_SURROGATES = 0xE000 - 0xD800
-
-
-def _code(word_id: int) -> str:
-    """Word id (from 1) → one code point, surrogates skipped (an id past the last code point raises)."""
-    return chr(word_id if word_id < 0xD800 else word_id + _SURROGATES)
+_SURROGATES = range(0xD800, 0xE000)  # not characters: skipped
+CODE_POINTS = 0x110000 - len(_SURROGATES) - 1  # distinct words one string can encode (ids from 1)
 
 
 def _vocabulary(tokens: list[str]) -> tuple[dict[str, Any], Any]:
-    """Each distinct token → one code point, in order of first appearance, and the tokens encoded with
-    them: a string. Past ~1.1 M distinct tokens (no code points left) ids are ints and the encoding a
-    list, which rapidfuzz and the n-gram counts treat the same way, only slower."""
-    ids: dict[str, int] = {}
-    for token in tokens:
-        ids.setdefault(token, len(ids) + 1)
-    if len(ids) + _SURROGATES >= 0x110000:
+    """Each distinct token → one code point (from 1, surrogates skipped), in order of first appearance,
+    and the tokens encoded with them: a string. Past ``CODE_POINTS`` distinct tokens the codes are ints
+    and the encoding a list, which rapidfuzz and the n-gram counts treat the same way, only slower."""
+    distinct = dict.fromkeys(tokens)
+    if len(distinct) > CODE_POINTS:
+        ids = dict(zip(distinct, range(1, len(distinct) + 1), strict=True))
         return ids, list(map(ids.__getitem__, tokens))
-    vocab = {token: _code(i) for token, i in ids.items()}
+    codes = map(chr, chain(range(1, _SURROGATES.start), range(_SURROGATES.stop, 0x110000)))
+    vocab = dict(zip(distinct, codes, strict=False))
     return vocab, "".join(map(vocab.__getitem__, tokens))
 
 
@@ -147,8 +152,16 @@ class _ReferenceNgrams:
     vocab: dict[str, Any]
     codes: Any  # the words encoded (a string, or a list of ints for a huge vocabulary)
     base: int  # greater than every id: the radix of the n-gram keys
-    counts: list[Counter]
-    distinct: list[bool]
+
+    @cached_property
+    def counts(self) -> list[Counter]:
+        """Per order, for short hypotheses: n-gram key → count."""
+        return [Counter(keys) for keys in _ngram_keys(_ids(self.codes), self.base)]
+
+    @cached_property
+    def distinct(self) -> list[bool]:
+        """Per order: every n-gram occurs once."""
+        return [len(c) == sum(c.values()) for c in self.counts]
 
     @cached_property
     def sorted_keys(self):
@@ -165,10 +178,8 @@ class _ReferenceNgrams:
 
 def _reference_ngrams_of(ref_words: list[str]) -> _ReferenceNgrams:
     vocab, codes = _vocabulary(ref_words)
-    ids = _ids(codes)
-    base = max(ids, default=0) + 1
-    counts = [Counter(keys) for keys in _ngram_keys(ids, base)]
-    return _ReferenceNgrams(len(ref_words), vocab, codes, base, counts, [len(c) == sum(c.values()) for c in counts])
+    base = (max(codes) if isinstance(codes, list) else ord(max(codes))) + 1 if codes else 1
+    return _ReferenceNgrams(len(ref_words), vocab, codes, base)
 
 
 @lru_cache(maxsize=64)
@@ -283,9 +294,8 @@ class _Reference:
 
 @lru_cache(maxsize=64)
 def _prepared(reference: str, cfg: FidelityConfig) -> _Reference:
-    text = normalise(reference, cfg)
+    text, split = _normalised_words(reference, cfg)
     plain = _plain(text)
-    split = text.split()
     return _Reference(text, _reference_ngrams_of(split), plain, len(split) if plain else len(words(text)))
 
 
@@ -304,8 +314,7 @@ def fidelity_and_word_ratio(hypothesis: str, reference: str,
     """:func:`fidelity`, and :func:`word_ratio` from the same words."""
     cfg = cfg or FidelityConfig()
     ref = _prepared(reference, cfg)
-    hyp = normalise(hypothesis, cfg)
-    hyp_split = hyp.split()
+    hyp, hyp_split = _normalised_words(hypothesis, cfg)
     ngrams = ref.ngrams
     hyp_codes = _encode(hyp_split, ngrams.vocab)
     distance = _distance(Levenshtein, hyp, ref.text)  # once, for both CER and similarity

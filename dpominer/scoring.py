@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .checks import CheckError, CheckSpec, compiled, resolve_names, run_checks
 from .degeneration import DetectorConfig, detect
-from .fidelity import FidelityConfig, fidelity, word_ratio
+from .fidelity import FidelityConfig, fidelity_and_word_ratio, word_ratio
 from .images import rebase_record
 from .omission import OmissionConfig, judge_omission, judged_omission
 from .records import CandidateRecord, InputError, Message, Pair, atomic_output, dumps, iter_jsonl
@@ -184,12 +184,14 @@ def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
                                        cfg=cfg.detector)
         if record.reference is None:
             continue
+        measured = None  # (scores, word ratio): the omission verdict reuses fidelity's word counts
         if cand.fidelity is None or "coverage" not in cand.fidelity or cfg.rescore:
-            cand.fidelity = fidelity(cand.text, record.reference, cfg.fidelity)
+            measured = fidelity_and_word_ratio(cand.text, record.reference, cfg.fidelity)
+            cand.fidelity = measured[0]
         if cand.finish_reason != "error" and (cand.omission is None or cfg.rescore):
+            ratio = measured[1] if measured else word_ratio(cand.text, record.reference, cfg.fidelity)
             cand.omission = judge_omission(cand.fidelity["coverage"], cand.finish_reason,
-                                           cand.degeneration.verdict == "degenerate", cfg.omission,
-                                           word_ratio(cand.text, record.reference, cfg.fidelity))
+                                           cand.degeneration.verdict == "degenerate", cfg.omission, ratio)
     return record
 
 
