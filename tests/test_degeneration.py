@@ -160,3 +160,70 @@ def test_adversarial_megabyte_inputs_are_judged(name):
 def test_empty_and_tiny_texts():
     for text in ("", " ", "a", "ab"):
         assert detect(text, finish_reason="stop").verdict == "clean"
+
+
+def _tail_ratio_compressed_context(text: str, fraction: float = 0.25, context: int = 2048) -> float:
+    """The textbook form of tail_cr: compress the context, sync-flush, count what the tail costs."""
+    data = text.encode("utf-8")
+    cut = int(len(data) * (1 - fraction))
+    tail = data[cut:]
+    if not tail:
+        return 0.0
+    comp = zlib.compressobj(6, zlib.DEFLATED, -12, 4)
+    comp.compress(data[max(0, cut - context) : cut])
+    comp.flush(zlib.Z_SYNC_FLUSH)
+    return len(tail) / max(len(comp.compress(tail)) + len(comp.flush()), 1)
+
+
+def test_tail_compression_with_a_preset_dictionary_costs_what_compressing_the_context_does():
+    from dpominer.periodicity import tail_compression_ratio
+
+    rng = random.Random(3)
+    texts = ["", "a", "ab", "a" * 5000, PASSAGE, PASSAGE * 40, "东京" * 900 + PASSAGE]
+    for _ in range(300):
+        alphabet = rng.choice(["ab", "abcdefgh ij\n", "0123456789 ", "é東 x\u3000", PASSAGE])
+        text = "".join(rng.choices(alphabet, k=rng.randrange(0, 12000)))
+        if rng.random() < 0.5:  # a loop in the tail, cut mid-unit
+            text += (text[-rng.randrange(1, 300):] * 60)[: rng.randrange(0, 6000)]
+        texts.append(text)
+    for text in texts:
+        assert tail_compression_ratio(text, 0.25) == _tail_ratio_compressed_context(text), text[:80]
+
+
+def _tail_loop_by_divisibility(s: str, cfg: DetectorConfig, cut_off: bool = False):
+    """find_tail_loop as first written: a unit is skipped when a verified unit divides it and its span
+    holds it (a scan of every verified unit)."""
+    from dpominer.periodicity import TailLoop, _periodic_extent, is_loop
+
+    end = len(s)
+    if end < 2:
+        return None
+    probe_len = max(1, min(8, end // 2))
+    probe = s[end - probe_len :]
+    lo = max(0, end - probe_len - cfg.max_unit_chars, end - cfg.window_chars)
+    verified, best, best_key = [], None, (False, 0.0)
+    j = s.rfind(probe, lo, end - 1)
+    while j != -1:
+        p = end - probe_len - j
+        if not any(p % q == 0 and p <= span for q, span in verified):
+            span = p + _periodic_extent(s, end, p, probe_len)
+            verified.append((p, span))
+            loop = TailLoop(unit_len=p, span=span, start=end - span, copies=span / p)
+            qualifies = is_loop(loop, cfg, cut_off)
+            key = (qualifies, float(span) if qualifies else loop.copies / copies_needed(p, cfg, cut_off))
+            if key > best_key:
+                best, best_key = loop, key
+        j = s.rfind(probe, lo, j + probe_len - 1)
+    return best
+
+
+def test_tail_loop_skips_the_same_unit_multiples_as_a_divisibility_scan():
+    rng = random.Random(5)
+    texts = ["=" * 70 + " " + "=" * 29 + " " + "=" * 40, "ab" * 700, "a" * 3000, "abcabd" * 300]
+    for _ in range(400):
+        unit = "".join(rng.choices("ab =-\n", k=rng.randrange(1, 60)))
+        body = "".join(rng.choices("ab =\n", k=rng.randrange(0, 2000)))
+        texts.append(body + (unit * rng.randrange(1, 200))[: rng.randrange(1, 3000)])
+    for text in texts:
+        for cut_off in (False, True):
+            assert find_tail_loop(text, CFG, cut_off=cut_off) == _tail_loop_by_divisibility(text, CFG, cut_off)

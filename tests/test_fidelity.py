@@ -120,3 +120,57 @@ def test_fast_bleu_and_banded_distances_equal_the_plain_ones():
         if r.split():
             assert scores["wer"] == round(Levenshtein.distance(h.split(), r.split()) / len(r.split()), 6)
         assert scores["composite"] == round((Indel.normalized_similarity(h, r) + bleu4(h, r)) / 2, 6)
+
+
+def _coverage_by_regex(hyp: str, ref: str) -> tuple[float, float | None]:
+    """Coverage and word ratio over the regex's word lists (the definition), on normalised strings."""
+    from rapidfuzz.distance import LCSseq
+
+    from dpominer.fidelity import words
+
+    h, r = words(normalise(hyp, FidelityConfig())), words(normalise(ref, FidelityConfig()))
+    if not r:
+        return 1.0, None
+    return round(LCSseq.similarity(h, r) / len(r), 6), len(h) / len(r)
+
+
+def test_word_codes_give_the_numbers_of_word_lists_in_every_script_mix():
+    from dpominer.fidelity import fidelity_and_word_ratio, word_ratio
+
+    rng = random.Random(11)
+    scripts = ["the cat sat on the mat ", "東京は日本の首都です", "ภาษาไทยง่าย", "e\u0301 ñ x\u00a0y\u3000z "]
+    for _ in range(300):
+        hyp = "".join(rng.choice(scripts)[: rng.randrange(0, 20)] for _ in range(rng.randrange(0, 6)))
+        ref = "".join(rng.choice(scripts)[: rng.randrange(0, 20)] for _ in range(rng.randrange(0, 6)))
+        scores, ratio = fidelity_and_word_ratio(hyp, ref)
+        cover, expected_ratio = _coverage_by_regex(hyp, ref)
+        assert scores["coverage"] == cover and ratio == expected_ratio == word_ratio(hyp, ref)
+        assert scores == fidelity(hyp, ref)
+        h, r = normalise(hyp, FidelityConfig()), normalise(ref, FidelityConfig())
+        assert scores["wer"] == round(wer(h, r), 6)
+        assert scores["bleu4"] == round(_bleu4_with_tuples(h, r), 6)
+
+
+def test_a_vocabulary_past_the_code_points_falls_back_to_integer_ids(monkeypatch):
+    from dpominer import fidelity as fid
+
+    rng = random.Random(2)
+    pairs = []
+    for _ in range(40):
+        ref = " ".join(f"w{rng.randrange(60)}" for _ in range(rng.randrange(1, 200)))
+        hyp = " ".join(f"w{rng.randrange(70)}" for _ in range(rng.randrange(0, 300)))
+        pairs.append((hyp, ref + " 東京"))
+    expected = [fid.fidelity_and_word_ratio(h, r) for h, r in pairs]
+    fid._prepared.cache_clear()
+    monkeypatch.setattr(fid, "CODE_POINTS", 5)  # every reference here has more distinct words
+    assert isinstance(fid._prepared(pairs[0][1], FidelityConfig()).ngrams.codes, list)
+    assert [fid.fidelity_and_word_ratio(h, r) for h, r in pairs] == expected
+    fid._prepared.cache_clear()
+
+
+def test_a_long_candidate_against_a_reference_of_under_four_words():
+    # 128+ words take the numpy path; a reference without 4-grams once crashed it (IndexError)
+    for ref in ("a", "a b", "a b c"):
+        hyp = "a b c d " * 60
+        assert bleu4(hyp, ref) == pytest.approx(_bleu4_with_tuples(hyp, ref), rel=1e-12)
+        assert fidelity(hyp, ref)["bleu4"] == round(_bleu4_with_tuples(hyp, ref), 6)
