@@ -114,7 +114,7 @@ def word_ratio(hypothesis: str, reference: str, cfg: FidelityConfig | None = Non
     return len(hyp_split if _plain(hyp) else words(hyp)) / ref.n_words
 
 
-VECTOR_WORDS = 128  # from this many hypothesis words on, numpy counts n-grams (below, its call overhead loses)
+VECTOR_WORDS = 32  # from this many hypothesis words on, numpy counts n-grams (below, its call overhead loses)
 _SURROGATES = range(0xD800, 0xE000)  # not characters: skipped
 CODE_POINTS = 0x110000 - len(_SURROGATES) - 1  # distinct words one string can encode (ids from 1)
 

@@ -169,7 +169,7 @@ def test_a_vocabulary_past_the_code_points_falls_back_to_integer_ids(monkeypatch
 
 
 def test_a_long_candidate_against_a_reference_of_under_four_words():
-    # 128+ words take the numpy path; a reference without 4-grams once crashed it (IndexError)
+    # long candidates take the numpy path, which crashed (IndexError) on a reference without 4-grams
     for ref in ("a", "a b", "a b c"):
         hyp = "a b c d " * 60
         assert bleu4(hyp, ref) == pytest.approx(_bleu4_with_tuples(hyp, ref), rel=1e-12)
