@@ -73,7 +73,8 @@ class PairOutcome:
 def _usable(cand: Candidate) -> bool:
     """A candidate the model really wrote: not a failed request (``finish_reason`` "error", what a dead
     server leaves), not blank. Only these become either side of a pair."""
-    return cand.finish_reason != "error" and not getattr(cand, "error", None) and bool(cand.text.strip())
+    # ``error`` is an extra field when present: read the extras (a missing attribute costs an exception)
+    return cand.finish_reason != "error" and not (cand.model_extra or {}).get("error") and bool(cand.text.strip())
 
 
 def _verdict(cand: Candidate) -> str:
