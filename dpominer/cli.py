@@ -9,9 +9,9 @@ import typer
 
 from . import __version__
 from .config import Flags, build_config, opt, with_options
+from .jsonl import InputError, write_json
 from .judging import JudgeConfig
 from .pairing import PairRunConfig
-from .records import InputError, write_json
 from .sample import SampleConfig
 from .scoring import ScoreConfig
 from .train.config import TrainConfig

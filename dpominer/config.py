@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .records import InputError, first_error
+from .jsonl import InputError, first_error
 
 if sys.version_info >= (3, 11):
     import tomllib

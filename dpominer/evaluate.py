@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import CandidateRecord, InputError, iter_jsonl
+from .jsonl import InputError, iter_jsonl
+from .records import CandidateRecord
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

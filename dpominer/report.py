@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from .guard import check_write
-from .records import InputError, atomic_output
+from .jsonl import InputError, atomic_output
 
 
 @dataclass

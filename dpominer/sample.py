@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from . import images as page_images
 from .backends import Backend, Completion, Request, SamplingSpec
 from .images import DEFAULT_DPI
+from .jsonl import InputError, iter_jsonl
 from .models import DEFAULT_MODEL
 from .partial import PartialOutput, partial_path
-from .records import Document, InputError, iter_jsonl
+from .records import Document
 from .runinfo import meta_path
 
 T = TypeVar("T")

@@ -48,7 +48,7 @@ def user_errors() -> Iterator[Guard]:
     import typer
 
     from .guard import Interrupted, describe_os_error, guarded
-    from .records import InputError
+    from .jsonl import InputError
 
     with guarded() as guard:
         try:

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from dpominer.checks import CheckSpec, compiled, parse_json, parse_specs, run_checks
 from dpominer.cli import app
+from dpominer.jsonl import InputError
 from dpominer.pairing import PairConfig, make_pairs
-from dpominer.records import CandidateRecord, InputError
+from dpominer.records import CandidateRecord
 from dpominer.scoring import ScoreConfig, score_record
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ import orjson
 import torch
 
 from ..guard import WriteError, check_write, temp_path
-from ..records import InputError
+from ..jsonl import InputError
 
 STATE = "trainer_state.pt"
 MODEL_MARKERS = ("config.json", "adapter_config.json")

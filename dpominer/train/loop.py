@@ -21,7 +21,8 @@ import orjson
 import torch
 
 from ..guard import WriteError, check_write
-from ..records import InputError, Pair, iter_jsonl
+from ..jsonl import InputError, iter_jsonl
+from ..records import Pair
 from . import checkpoint, dist, fsdp, plan, reference
 from .config import TrainConfig
 from .data import (
