@@ -212,6 +212,15 @@ def labels_for(names: list[str]) -> list[str]:
     return [b if base.count(b) == 1 else f"{i}-{b}" for i, b in enumerate(base)]
 
 
+def sample_flags(sampling: dict[str, Any], backend: str, config: Path | None, dpi: int | None) -> list[str]:
+    """The `dpominer sample` flags every model is sampled with: ``sampling`` (n, temperature, max_tokens,
+    seed), the backend, and optionally a settings file and the PDF resolution."""
+    flags = ["-n", str(sampling["n"]), "--temperature", str(sampling["temperature"]),
+             "--max-tokens", str(sampling["max_tokens"]), "--seed", str(sampling["seed"]), "--backend", backend]
+    flags += ["--config", str(config)] if config else []
+    return flags + (["--dpi", str(dpi)] if dpi else [])
+
+
 def sample_command(docs: Path, model: str, output: Path, sample_flags: list[str], resume: bool = False) -> list[str]:
     """`dpominer sample` as a child process: each model gets a fresh engine, and memory is freed after."""
     return [sys.executable, "-m", "dpominer", "sample", str(docs), "-o", str(output), "--model", model,

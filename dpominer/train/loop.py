@@ -40,8 +40,9 @@ from .state import Events, Run, TrainSummary
 from .vision import tokenize_image_pair
 
 
-class TrainingStopped(Exception):
-    """Training cannot go on (non-finite loss or gradient); the message says where it stopped."""
+class TrainingStopped(InputError):
+    """Training cannot go on (non-finite loss or gradient); the message says where it stopped. Reported as
+    bad input is: one line, exit code 1."""
 
 
 def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
