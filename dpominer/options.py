@@ -101,7 +101,8 @@ TRAIN_OPTIONS = (
     opt("max_length", min=2, help="Tokens of prompt + completion (1024)."),
     opt("max_prompt_length", min=1),
     opt("loop_copies", min=1, help="Loop copies a cut rejected side keeps (4)."),
-    opt("rejected_loop_copies", min=0, help="Cut every rejected loop to its onset + K copies (3; 0 keeps it whole)."),
+    opt("rejected_loop_copies", min=0, help="Cut every rejected loop of more than K copies to its onset + K copies "
+        "(3; 0 keeps it whole)."),
     opt("tokenize_separately", help="Tokenise prompt and completion apart (when they merge at the boundary)."),
     opt("eval_fraction", min=0, max=1, help="Share of documents held out."),
     opt("eval_every", min=0),
