@@ -26,12 +26,9 @@ REJECTED_LOOP_COPIES=${REJECTED_LOOP_COPIES:-}  # cut rejected loops to onset + 
 EPOCHS=${EPOCHS:-1}
 BATCH=${BATCH:-4}
 
-mkdir -p "$OUT"
-rm -rf "$OUT/dpo" "$OUT/eval"  # this script's own outputs of an earlier run: redone below
-head -n "$MINING" "$HERE/mining.jsonl" > "$OUT/mining.jsonl"
-head -n "$HELDOUT" "$HERE/heldout.jsonl" > "$OUT/heldout.jsonl"
-start=$(date +%s)
-step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
+source "$HERE/../common.sh"
+start_run
+take_documents
 
 step "1/6 sample: $MINING documents × $N candidates, T=$TEMP, stop on loops"
 dpominer sample "$OUT/mining.jsonl" -o "$OUT/candidates.jsonl" -m "$MODEL" -n "$N" -t "$TEMP" \
@@ -48,9 +45,4 @@ dpominer train "$OUT/pairs.jsonl" -o "$OUT/dpo" -m "$MODEL" --lora --merge --lr 
   --epochs "$EPOCHS" --batch-size "$BATCH" --max-length 768 --save-every 0 --seed 0 --tokenize-separately
 step "5/6 eval: greedy on the $HELDOUT held-out documents, before vs after"
 dpominer eval "$OUT/heldout.jsonl" -o "$OUT/eval" -m "$MODEL" -m "$OUT/dpo" --max-tokens "$MAX_TOKENS" --seed 0
-step "6/6 report"
-dpominer report "$OUT/scored.jsonl" "$OUT/pairs.jsonl" "$OUT/dpo" "$OUT/eval" -o "$OUT/report.html"
-step "done"
-python "$HERE/table.py" "$OUT/eval/eval.json"
-echo
-echo "before/after: $OUT/eval/eval.json    report: $OUT/report.html"
+finish_run
