@@ -22,9 +22,8 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
-    from dpominer.jsonl import iter_jsonl
     from dpominer.models import resolve_model
-    from dpominer.records import Pair
+    from dpominer.records import Pair, iter_jsonl
     from dpominer.train.data import tokenize_pair
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
