@@ -31,12 +31,10 @@ EPOCHS=${EPOCHS:-1}
 BATCH=${BATCH:-4}
 ROUNDS=${ROUNDS:-1}           # mine → pair → train rounds, each on the previous round's model
 
-mkdir -p "$OUT"
-rm -rf "$OUT/dpo" "$OUT"/round* "$OUT"/dpo-round* "$OUT/eval"  # this script's own outputs of an earlier run: redone below
-head -n "$MINING" "$HERE/mining.jsonl" > "$OUT/mining.jsonl"
-head -n "$HELDOUT" "$HERE/heldout.jsonl" > "$OUT/heldout.jsonl"
-start=$(date +%s)
-step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
+source "$HERE/../common.sh"
+start_run
+rm -rf "$OUT"/round* "$OUT"/dpo-round*  # the later rounds of an earlier run
+take_documents
 
 policy=$MODEL
 models=(-m "$MODEL")
@@ -61,9 +59,4 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 step "5/6 eval: greedy on the $HELDOUT held-out documents, base vs each round's model"
 dpominer eval "$OUT/heldout.jsonl" -o "$OUT/eval" "${models[@]}" --max-tokens "$MAX_TOKENS" --seed 0
-step "6/6 report"
-dpominer report "$OUT/scored.jsonl" "$OUT/pairs.jsonl" "$OUT/dpo" "$OUT/eval" -o "$OUT/report.html"
-step "done"
-python "$HERE/table.py" "$OUT/eval/eval.json"
-echo
-echo "before/after: $OUT/eval/eval.json    report: $OUT/report.html"
+finish_run
