@@ -31,7 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .records import CheckResult, InputError
+from .jsonl import InputError
+from .records import CheckResult
 from .schema_fast import compile_schema
 
 CheckFn = Callable[[str, dict[str, Any]], "str | None"]

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from .records import InputError, first_error
+from .jsonl import InputError, first_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -73,9 +73,13 @@ def build_config(model: type[C], file: Path | None, flags: dict[str, tuple[str, 
         return model.model_validate(data)
     except ValidationError as exc:
         dotted, message = first_error(exc)
-        flag = flags.get(dotted, (None, None))
-        if flag[0] is not None and flag[1] is not None:
-            raise InputError(f"{flag[0]}: {message} (got {flag[1]!r})") from None
+        key = next((k for k in flags if dotted == k or dotted.startswith(k + ".")), None)
+        name, value = flags[key] if key is not None else (None, None)
+        if name is not None and value is not None:
+            index = dotted[len(key) + 1:].partition(".")[0]
+            if isinstance(value, list) and index.isdigit():  # one value of a repeated flag: name that one
+                raise InputError(f"{name} {value[int(index)]}: {message}") from None
+            raise InputError(f"{name}: {message} (got {value!r})") from None
         where = f"{file}: " if file is not None else ""
         raise InputError(f"{where}{dotted}: {message}") from None
 
@@ -135,11 +139,16 @@ def _field(models: dict[str, type[BaseModel]], key: str):
 
 
 def _flag_type(annotation: Any) -> Any:
-    """The type typer parses a flag as: Optional and Literal unwrapped (pydantic checks the value)."""
+    """The type typer parses a flag as: Optional and Literal unwrapped (pydantic checks the value); a list
+    or tuple field is a repeatable flag, of strings where its items are models (which parse their string
+    form, as ``CheckSpec`` does)."""
     args = [a for a in get_args(annotation) if a is not type(None)]
     if get_origin(annotation) is Literal:
         return type(args[0])
-    if args and get_origin(annotation) is not list:
+    if get_origin(annotation) in (list, tuple):
+        item = args[0]
+        return list[str] if isinstance(item, type) and issubclass(item, BaseModel) else list[_flag_type(item)]
+    if args:
         return _flag_type(args[0])
     return annotation
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import CandidateRecord, InputError, iter_jsonl
+from .jsonl import InputError, iter_jsonl
+from .records import CandidateRecord
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -209,6 +210,15 @@ def labels_for(names: list[str]) -> list[str]:
     """Short unique labels: a model dir's name, or a file's stem; numbered when two would clash."""
     base = [Path(n).name.removesuffix(".jsonl").removesuffix(".candidates") or n for n in names]
     return [b if base.count(b) == 1 else f"{i}-{b}" for i, b in enumerate(base)]
+
+
+def sample_flags(sampling: dict[str, Any], backend: str, config: Path | None, dpi: int | None) -> list[str]:
+    """The `dpominer sample` flags every model is sampled with: ``sampling`` (n, temperature, max_tokens,
+    seed), the backend, and optionally a settings file and the PDF resolution."""
+    flags = ["-n", str(sampling["n"]), "--temperature", str(sampling["temperature"]),
+             "--max-tokens", str(sampling["max_tokens"]), "--seed", str(sampling["seed"]), "--backend", backend]
+    flags += ["--config", str(config)] if config else []
+    return flags + (["--dpi", str(dpi)] if dpi else [])
 
 
 def sample_command(docs: Path, model: str, output: Path, sample_flags: list[str], resume: bool = False) -> list[str]:

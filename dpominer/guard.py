@@ -4,7 +4,7 @@ One :class:`Guard` per command run knows the run's inputs (files, model folders)
 resolved through symlinks and ``..`` (and compared by inode, so a hard link is caught too). It refuses
 an output that would replace an input, land inside an input model folder, or be written twice by the
 same run — one line naming both paths, before anything is written. Every low-level writer
-(:func:`records.atomic_output`, the resumable partial files, checkpoints, metrics, caches) calls
+(:func:`jsonl.atomic_output`, the resumable partial files, checkpoints, metrics, caches) calls
 :func:`check_write` for the path it is about to create, so a write the command did not declare is
 refused the same way.
 
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import InputError
+from .jsonl import InputError
 
 
 class Interrupted(BaseException):

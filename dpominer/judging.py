@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backends import Backend, Request, SamplingSpec, make_backend
 from .images import rebase_record
+from .jsonl import iter_jsonl
 from .partial import PartialOutput
-from .records import CandidateRecord, Document, iter_jsonl
+from .records import CandidateRecord, Document
 from .rubric import (
     DEFAULT_RUBRIC,
     RETRY_NOTE,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .records import InputError
+from .jsonl import InputError
 
 ALIASES = {
     "smollm2-135m-instruct": {

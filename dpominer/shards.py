@@ -14,7 +14,8 @@ from pathlib import Path
 import orjson
 
 from .images import rebase_record
-from .records import CandidateRecord, Document, InputError, atomic_output, dumps, iter_jsonl
+from .jsonl import InputError, atomic_output, dumps, iter_jsonl
+from .records import CandidateRecord, Document
 
 
 @dataclass

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -37,7 +38,9 @@ def reading(path: Path, description: str) -> Iterator[InputDigest]:
 
 
 def error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One line on stderr, the message as written: a path or pattern holding ``[…]`` or ``:name:`` is not
+    read as rich markup or an emoji code."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
 
 
 @contextmanager
@@ -48,7 +51,7 @@ def user_errors() -> Iterator[Guard]:
     import typer
 
     from .guard import Interrupted, describe_os_error, guarded
-    from .records import InputError
+    from .jsonl import InputError
 
     with guarded() as guard:
         try:

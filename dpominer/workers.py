@@ -3,7 +3,7 @@
 `score` and `pair` spend their time per record (parse, detect, fidelity, pair, serialise) and records
 share nothing, so chunks of raw lines go to a process pool and come back in order. The main process
 reads lines, keeps the checks that depend on earlier lines (duplicate ids, one prompt form; see
-:func:`records.admit`) and writes. At most ``2 × workers`` chunks are in flight, so memory does not
+:func:`jsonl.admit`) and writes. At most ``2 × workers`` chunks are in flight, so memory does not
 grow with the file. With one worker the same code runs in this process.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from .records import InputError, admit, parse_line, read_lines
+from .jsonl import InputError, admit, parse_line, read_lines
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -56,7 +56,7 @@ def worker_count(requested: int, path: Path) -> int:
 
 
 def _run_chunk(model: type[M], work: Callable[[M], T], lines: list[tuple[int, bytes]]):
-    """(line number, Outcome or None, problem or None) of every line: what :func:`records.admit` takes."""
+    """(line number, Outcome or None, problem or None) of every line: what :func:`jsonl.admit` takes."""
     out = []
     for lineno, raw in lines:
         record, problem = parse_line(raw, model)
@@ -87,7 +87,7 @@ def map_jsonl(path: Path, model: type[M], work: Callable[[M], T], *, workers: in
               on_skip: Callable[[str], None] | None = None, on_line: Callable[[bytes], None] | None = None,
               check: Callable[[Outcome], None] | None = None) -> Iterator[T]:
     """``work(record)`` for every good record of ``path``, in file order; bad lines as
-    :func:`records.iter_jsonl` treats them (``check`` sees an :class:`Outcome`). ``work`` must be pure and
+    :func:`jsonl.iter_jsonl` treats them (``check`` sees an :class:`Outcome`). ``work`` must be pure and
     picklable: a module-level function, or a partial of one."""
     lines = read_lines(path, on_line)
     if workers <= 1:

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from dpominer.checks import CheckSpec, compiled, parse_json, parse_specs, run_checks
 from dpominer.cli import app
+from dpominer.jsonl import InputError
 from dpominer.pairing import PairConfig, make_pairs
-from dpominer.records import CandidateRecord, InputError
+from dpominer.records import CandidateRecord
 from dpominer.scoring import ScoreConfig, score_record
 
 runner = CliRunner()
@@ -462,3 +463,15 @@ def test_a_user_check_that_raises_in_a_worker_process_names_its_line(tmp_path, m
         assert result.exit_code == 1 and not (tmp_path / "s.jsonl").exists()
         assert result.output.strip() == (f"error: {cands}:3: check py:{name}:picky: KeyError: 'boom' "
                                          "(document 'explode')")
+
+
+def test_check_errors_print_the_values_as_written(tmp_path):
+    """--check is a row of the option table: a bad value is named with the flag, an error about the list
+    names the flag; the line shows ``:two`` and ``[[checks]]`` as typed (not an emoji, not markup)."""
+    cands = write_jsonl(tmp_path / "c.jsonl", [candidate_record("a", [(GOOD, "stop")])])
+    result = run("score", cands, "-o", tmp_path / "s.jsonl", "--check", "json", "--check", "max-length-ratio:two")
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --check max-length-ratio:two: max-length-ratio: 'two' is not a number"
+    result = run("pair", cands, "-o", tmp_path / "p.jsonl", "--check", "json", "--check", "json")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: --check: two checks named 'json'; give one a 'name' in [[checks]]")

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from dpominer.cli import app
 from dpominer.guard import RunLock
-from dpominer.records import InputError
+from dpominer.jsonl import InputError
 from dpominer.train import checkpoint
 
 runner = CliRunner()

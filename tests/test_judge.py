@@ -11,8 +11,9 @@ from conftest import LOOP, PASSAGE, candidate_record, read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 from dpominer.cli import app
+from dpominer.jsonl import InputError
 from dpominer.pairing import PairConfig, make_pairs
-from dpominer.records import CandidateRecord, InputError
+from dpominer.records import CandidateRecord
 from dpominer.rubric import DEFAULT_RUBRIC, JudgeError, load_rubric, messages, parse, spearman
 
 runner = CliRunner()

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from conftest import write_jsonl
 
-from dpominer.records import CandidateRecord, Document, InputError, atomic_output, iter_jsonl
+from dpominer.jsonl import InputError, atomic_output, iter_jsonl
+from dpominer.records import CandidateRecord, Document
 
 
 def test_reads_documents_and_gives_missing_ids_a_stable_hash(tmp_path):

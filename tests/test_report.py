@@ -71,3 +71,19 @@ def test_report_refuses_what_it_cannot_read(tmp_path):
     result = runner.invoke(app, ["report", str(odd), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 1 and "odd.jsonl: not candidates, pairs or training metrics" in result.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_reads_pairs_through_the_pair_model(tmp_path):
+    """A pair line the Pair model refuses is one line naming path:LINE, as in every other stage."""
+    good = {"prompt": "p", "chosen": "a", "rejected": "b", "reason": "rejected_degenerate",
+            "chosen_scores": {"verdict": "clean", "fidelity": {"cer": 0.0}},
+            "rejected_scores": {"verdict": "degenerate", "fidelity": {"cer": 2.0}, "start_char": 0, "unit_len": 1}}
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [good, good | {"chosen": [{"role": "assistant", "content": "a"}]}])
+    result = runner.invoke(app, ["report", str(pairs), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 1 and f"{pairs}:2: " in result.output and "all be strings" in result.output
+    assert not (tmp_path / "r.html").exists()
+    write_jsonl(pairs, [good, good | {"id": "x"}])
+    result = runner.invoke(app, ["report", str(pairs), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert 'alt="Loop unit length and onset" data-points="2"' in page and "<mark>b</mark>" in page

@@ -180,8 +180,9 @@ def test_pairs_from_sampled_candidates_train_on_the_sampled_tokens(tiny_model, t
     ids, and training uses exactly those ids, behind exactly the prompt ids the model was given."""
     from transformers import AutoTokenizer
 
+    from dpominer.jsonl import iter_jsonl
     from dpominer.pairing import PairRunConfig, run_pair
-    from dpominer.records import Pair, iter_jsonl
+    from dpominer.records import Pair
     from dpominer.train.data import tokenize_pair
 
     docs = write_jsonl(tmp_path / "docs.jsonl", documents(4, messages_every=1))

@@ -221,3 +221,44 @@ def test_rejected_loop_cut_to_onset_and_k_copies(tokenizer):
                          rejected_loop_copies=20).rejected_ids == whole.rejected_ids
     plain = tokenize_pair(chat_pair(), tokenizer, loop_copies=4, rejected_loop_copies=2)
     assert plain.rejected_cut_tokens == 0 and tokenizer.decode(plain.rejected_ids) == TEXT[:30] + UNIT * 12
+
+
+def test_a_loop_that_runs_to_the_last_sampled_token(tokenizer):
+    """sample → score → pair → train's tokenisation, for a rejected side whose loop ends exactly at its last
+    character (a whole number of copies, nothing after): --rejected-loop-copies K at or above its copies
+    cuts nothing — the sampled ids stay as they are, its end of turn included when it ended on its own —
+    and K below cuts at onset + K copies, in sampled tokens."""
+    from conftest import PASSAGE, candidate_record
+
+    from dpominer.pairing import PairConfig, make_pairs
+    from dpominer.records import CandidateRecord
+    from dpominer.scoring import ScoreConfig, score_record
+
+    unit = " or if any input should be a string decoded according to locale encoding,"
+    onset, copies = 60, 12
+    loop_text = PASSAGE[:onset] + unit * copies  # the last character is the last copy's last
+    ids = char_by_char(tokenizer, loop_text)
+    for finish in ("length", "stop"):
+        row = candidate_record("d1", [(PASSAGE, "stop"), (loop_text, finish)], messages=True)
+        row["rendered_prompt"] = tokenizer.apply_chat_template(row["messages"], tokenize=False,
+                                                               add_generation_prompt=True)
+        row["candidates"][1]["token_ids"] = ids
+        record = score_record(CandidateRecord.model_validate(row), ScoreConfig())
+        (pair,) = make_pairs(record, PairConfig()).pairs
+        scores = pair.rejected_scores
+        assert (scores.start_char, scores.unit_len, scores.copies) == (onset, len(unit), copies)
+        assert scores.loop_end(copies) == len(loop_text)  # the span ends on the side's last character
+        whole = tokenize_pair(pair, tokenizer, loop_copies=4)
+        end_of_turn = whole.rejected_ids[len(ids):]
+        assert whole.sources["rejected"] == "sampled" and whole.rejected_ids[:len(ids)] == ids
+        assert tokenizer.decode(end_of_turn) == ("<|im_end|>\n" if finish == "stop" else "")
+        for k in (copies, copies + 5):
+            kept = tokenize_pair(pair, tokenizer, loop_copies=4, rejected_loop_copies=k)
+            assert kept.rejected_ids == whole.rejected_ids and kept.rejected_cut_tokens == 0, (finish, k)
+            assert kept.rejected_keep == whole.rejected_keep
+        tokenised = pair.model_copy(update={"rejected_token_ids": None})  # the same edge, tokenising the text
+        assert tokenize_pair(tokenised, tokenizer, loop_copies=4, rejected_loop_copies=copies).rejected_ids == \
+            tokenize_pair(tokenised, tokenizer, loop_copies=4).rejected_ids
+        cut = tokenize_pair(pair, tokenizer, loop_copies=4, rejected_loop_copies=copies - 1)
+        assert cut.rejected_ids == ids[:len(PASSAGE[:onset] + unit * (copies - 1))]  # one token per character
+        assert cut.rejected_cut_tokens == len(unit) + len(end_of_turn)

@@ -8,8 +8,8 @@ import pytest
 from conftest import LOOP, PASSAGE, candidate_record, write_jsonl
 
 from dpominer import workers
+from dpominer.jsonl import InputError
 from dpominer.pairing import PairRunConfig, run_pair
-from dpominer.records import InputError
 from dpominer.scoring import ScoreConfig, run_score
 
 

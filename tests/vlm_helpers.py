@@ -7,10 +7,14 @@ torchvision needed). About 550 kB on disk, built in ~1.5 s.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
 from conftest import build_tiny_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "ocr"))
+from make_pages import font as page_font  # noqa: E402 — the OCR example's typeface, one loader for both
 
 VLM_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
@@ -56,22 +60,11 @@ def build_tiny_vlm(path: Path, seed: int = 0, max_positions: int = 512, image_si
     return path
 
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    for name in ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size=size)
-
-
 def render_page(text: str, path: Path, width: int = 480, size: int = 16) -> Path:
     """The text typeset on a white page (wrapped to ``width`` pixels), saved as ``path``."""
     from PIL import Image, ImageDraw
 
-    font = _font(size)
+    font = page_font(size)
     lines = []
     for paragraph in text.split("\n"):
         lines += textwrap.wrap(paragraph, width=max(8, width // (size // 2 + 1))) or [""]

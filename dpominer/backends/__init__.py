@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..records import FinishReason, InputError
+from ..jsonl import InputError
+from ..records import FinishReason
 
 if TYPE_CHECKING:
     from ..sample import SampleConfig

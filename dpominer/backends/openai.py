@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from ..records import InputError
+from ..jsonl import InputError
 from . import Completion, Request, SamplingSpec
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}

@@ -8,16 +8,23 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import torch
 
 from ..guard import WriteError, check_write, temp_path
-from ..records import InputError
+from ..jsonl import InputError
+from . import dist, fsdp
+from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from .state import Run
 
 STATE = "trainer_state.pt"
 MODEL_MARKERS = ("config.json", "adapter_config.json")
+# settings a resumed run may change
+UNCHECKED_ON_RESUME = {"save_every", "keep_checkpoints", "eval_every", "threads", "max_steps", "epochs"}
 
 
 def checkpoint_dir(output: Path, step: int) -> Path:
@@ -136,3 +143,59 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------------ a run's checkpoints
+
+def check_output(output: Path, resume: bool) -> Path | None:
+    """The newest complete checkpoint to resume from; refuses a folder that holds another run."""
+    last = latest(output)
+    if last is not None and not resume:
+        raise InputError(f"-o {output}: holds checkpoints up to {last.name}; pass --resume to go on from there, "
+                         "or choose another output folder")
+    earlier = (output / "metrics.jsonl").exists()
+    if resume and last is None and earlier:
+        raise InputError(f"--resume: {output} has no complete checkpoint to resume from")
+    if not resume and earlier:
+        raise InputError(f"-o {output}: holds an earlier run (metrics.jsonl); choose another output folder or "
+                         "delete it")
+    return last
+
+
+def restore(run: Run) -> int:
+    """Optimizer and RNG state of the newest checkpoint (its weights were loaded with the policy); its step."""
+    state = load_state(run.last)
+    check_resume(state, run.cfg, run.digest, run.last)
+    if run.cfg.fsdp:
+        fsdp.load_sharded(run.last, run.train_fn, run.optimizer)
+    else:
+        run.optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"][run.world.rank])
+    run.summary.resumed_from = state["step"]
+    if run.world.main:
+        truncate_metrics(run.output / "metrics.jsonl", state["step"])
+    return state["step"]
+
+
+def check_resume(state: dict[str, Any], cfg: TrainConfig, digest: str, where: Path) -> None:
+    """The same pairs and settings as the checkpoint's run (bar those in ``UNCHECKED_ON_RESUME``)."""
+    if state["data"] != digest:
+        raise InputError(f"--resume: the pairs differ from those {where} was trained on")
+    before, now = state["config"], cfg.model_dump(mode="json")
+    for key in sorted(set(before) | set(now)):
+        if key not in UNCHECKED_ON_RESUME and before.get(key) != now.get(key):
+            raise InputError(f"--resume: {key} was {before.get(key)!r} in {where}, now {now.get(key)!r}")
+
+
+def save_run(run: Run, step: int) -> None:
+    """Checkpoint ``step``: weights, the processor or tokenizer, optimizer, every process's RNG state."""
+    rngs = dist.gather(run.world, rng_state())
+    state = {"step": step, "rng": rngs, "config": run.cfg.model_dump(mode="json"), "data": run.digest}
+    if not run.cfg.fsdp:
+        if run.world.main:
+            state["optimizer"] = run.optimizer.state_dict()
+            save(run.output, step, run.policy, run.saved_with_model, state, run.cfg.keep_checkpoints)
+        dist.barrier(run.world)
+        return
+    fsdp.save_checkpoint(run.output, step, run.train_fn, run.optimizer, run.saved_with_model, state,
+                         run.cfg.keep_checkpoints, run.world)

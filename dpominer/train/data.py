@@ -236,18 +236,22 @@ def tokenize_pair(record: Pair, tokenizer, *, loop_copies: int, separate: bool =
     the side's text), else tokenised. Raise ValueError (with the reason) when the prompt boundary does not
     hold for a tokenised side.
 
-    With ``rejected_loop_copies`` K, a rejected side with a loop (``start_char``, ``unit_len`` in its
-    scores) is cut after the onset and K copies of the unit, with no end-of-turn: what stays says "this
-    loop is bad", not "long is bad" (the text before the onset is shared with the chosen side often
-    enough to cancel in the margin)."""
+    With ``rejected_loop_copies`` K, a rejected side with a loop of more than K copies (``start_char``,
+    ``unit_len``, ``copies`` in its scores) is cut after the onset and K copies of the unit, with no
+    end-of-turn: what stays says "this loop is bad", not "long is bad" (the text before the onset is shared
+    with the chosen side often enough to cancel in the margin)."""
     prompt_text, special = _prompt_text(tokenizer, record)
     prompt_ids = tokenizer(prompt_text, add_special_tokens=special)["input_ids"]
     sides: dict[str, list[int]] = {}
     sources: dict[str, str] = {}
     rejected_keep = None
     cut_tokens = 0
-    loop_end = record.rejected_scores.loop_end(loop_copies)
-    cut_end = record.rejected_scores.loop_end(rejected_loop_copies) if rejected_loop_copies is not None else None
+    scores = record.rejected_scores
+    loop_end = scores.loop_end(loop_copies)
+    # only a loop of more than K copies is cut: one of K or fewer is kept whole, its end of turn included
+    # (a loop that runs to the last character would otherwise lose just that)
+    cuts = rejected_loop_copies is not None and (scores.copies is None or scores.copies > rejected_loop_copies)
+    cut_end = scores.loop_end(rejected_loop_copies) if cuts else None
     for side in ("chosen", "rejected"):
         sampled = _sampled_side(tokenizer, record, side, prompt_text)
         to_token: Callable[[int, int], int]  # (character of the side's text, tokens now) → tokens that cover it

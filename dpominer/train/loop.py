@@ -1,33 +1,31 @@
 """`dpominer train`: DPO on preference pairs, in one readable loop (no Trainer, no callbacks).
 
 Phases, one function each, read top to bottom in :func:`train`: ``setup`` (read and tokenise the pairs,
-load the policy — LoRA optional, DDP-wrapped or FSDP-sharded under torchrun — optimizer, schedule) →
-``reference_pass`` (log-probs precomputed and cached, or a live reference) → ``restore`` (--resume) →
-``_loop``: for each optimizer step ``train_step`` (learning rate, forward/backward over the micro-batches,
-clip, step), then log, eval, checkpoint → ``_publish`` (write the model).
+load the policy — LoRA optional, DDP-wrapped or FSDP-sharded under torchrun — optimizer, schedule; the
+:class:`~.state.Run` every phase works with) → ``reference.prepare`` (log-probs precomputed and cached, or
+a live reference) → ``checkpoint.restore`` (--resume) → ``_loop``: for each optimizer step ``train_step``
+(learning rate, forward/backward over the micro-batches, clip, step), then log, eval,
+``checkpoint.save_run`` → ``_publish`` (write the model).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 import torch
 
 from ..guard import WriteError, check_write
-from ..records import InputError, Pair, iter_jsonl
+from ..jsonl import InputError, iter_jsonl
+from ..records import Pair
 from . import checkpoint, dist, fsdp, plan, reference
 from .config import TrainConfig
 from .data import (
     Example,
     PairCheck,
-    Truncation,
     collate,
     data_digest,
     in_eval_split,
@@ -36,42 +34,15 @@ from .data import (
     tokenize_pair,
     truncate,
 )
-from .logps import CompletionLogps
 from .loss import dpo_loss
-from .model import autocast_for, build_policy, load_image_processor, load_tokenizer, reference_logps_fn
+from .model import autocast_for, build_policy, load_image_processor, load_tokenizer
+from .state import Events, Run, TrainSummary
 from .vision import tokenize_image_pair
 
-Events = Callable[[str, dict[str, Any]], None]
-UNCHECKED_ON_RESUME = {"save_every", "keep_checkpoints", "eval_every", "threads", "max_steps", "epochs"}
 
-
-class TrainingStopped(Exception):
-    """Training cannot go on (non-finite loss or gradient); the message says where it stopped."""
-
-
-@dataclass
-class TrainSummary:
-    pairs_read: int = 0
-    train_pairs: int = 0
-    eval_pairs: int = 0
-    truncation: Truncation = field(default_factory=Truncation)
-    # pair sides trained on their sampled token ids vs tokenised from text, and why they were tokenised
-    sides_sampled: int = 0
-    sides_tokenized: dict[str, int] = field(default_factory=dict)
-    steps: int = 0
-    resumed_from: int | None = None
-    ref_cache: str | None = None
-    ref_cache_hit: bool = False
-    seconds: float = 0.0
-    tokens: int = 0
-    final: dict[str, float] = field(default_factory=dict)
-    final_eval: dict[str, float] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)  # invalid pairs dropped by --skip-invalid, by reason
-
-    def as_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["truncation"] = dict(self.truncation.__dict__)
-        return out
+class TrainingStopped(InputError):
+    """Training cannot go on (non-finite loss or gradient); the message says where it stopped. Reported as
+    bad input is: one line, exit code 1."""
 
 
 def read_examples(pairs: Path, tokenizer, cfg: TrainConfig, skip_invalid: bool,
@@ -182,15 +153,6 @@ def evaluate(logps_fn, examples: list[Example], ref: torch.Tensor, cfg: TrainCon
     return {f"eval/{k}": v for k, v in _average(merged).items()}
 
 
-def _check_resume(state: dict[str, Any], cfg: TrainConfig, digest: str, where: Path) -> None:
-    if state["data"] != digest:
-        raise InputError(f"--resume: the pairs differ from those {where} was trained on")
-    before, now = state["config"], cfg.model_dump(mode="json")
-    for key in sorted(set(before) | set(now)):
-        if key not in UNCHECKED_ON_RESUME and before.get(key) != now.get(key):
-            raise InputError(f"--resume: {key} was {before.get(key)!r} in {where}, now {now.get(key)!r}")
-
-
 def train(pairs: Path, output: Path, cfg: TrainConfig, *, resume: bool = False, skip_invalid: bool = False,
           on_event: Events | None = None, gpu_memory: float | None = None) -> TrainSummary:
     """``gpu_memory`` (GiB; default: the GPU's own): refuse before any work when weights, gradients, optimizer
@@ -205,8 +167,8 @@ def train(pairs: Path, output: Path, cfg: TrainConfig, *, resume: bool = False, 
     try:
         started = time.perf_counter()
         run = setup(pairs, output, cfg, world, resume, skip_invalid, emit)
-        reference_pass(run)
-        start_step = restore(run) if resume and run.last is not None else 0
+        reference.prepare(run)
+        start_step = checkpoint.restore(run) if resume and run.last is not None else 0
         output.mkdir(parents=True, exist_ok=True)
         emit("start", {"total": run.total, "start": start_step, "steps_per_epoch": run.steps_per_epoch})
         _loop(run, start_step)
@@ -217,62 +179,13 @@ def train(pairs: Path, output: Path, cfg: TrainConfig, *, resume: bool = False, 
         dist.teardown(world)
 
 
-@dataclass
-class Run:
-    """What the loop works with, built once by :func:`setup` (nanoGPT keeps these as globals)."""
-    cfg: TrainConfig
-    world: dist.World
-    output: Path
-    emit: Events
-    summary: TrainSummary
-    last: Path | None  # the newest complete checkpoint in output
-    tokenizer: Any
-    processor: Any  # a VLM's image processor, else None
-    model_dir: str
-    train_set: list[Example]
-    eval_set: list[Example]
-    digest: str
-    autocast: Any
-    policy: Any  # the model itself (peft-wrapped with LoRA)
-    logps_fn: CompletionLogps  # policy → (sums, counts)
-    train_fn: Any  # what training calls: logps_fn, DDP-wrapped when distributed
-    optimizer: torch.optim.Optimizer
-    trainable: list[torch.nn.Parameter]
-    lengths: list[int]
-    steps_per_epoch: int
-    total: int
-    warmup: int
-    ref_values: torch.Tensor | None = None  # (N, 2) precomputed reference sums: train pairs, then eval pairs
-    live_ref: Callable | None = None  # --ref model: a no-grad (sums, counts) function
-    epoch_batches: dict[int, list[list[int]]] = field(default_factory=dict)
-
-    @property
-    def pad_id(self) -> int:
-        return self.tokenizer.pad_token_id
-
-    @property
-    def saved_with_model(self) -> Any:
-        """What is written next to the weights so the folder loads on its own: the processor, or the tokenizer."""
-        return self.processor or self.tokenizer
-
-    def micro_batches(self, step: int) -> list[list[int]]:
-        """This process's micro-batches (indices into train_set) for an optimizer step."""
-        epoch, within = divmod(step, self.steps_per_epoch)
-        if epoch not in self.epoch_batches:
-            self.epoch_batches = {epoch: length_grouped_batches(self.lengths, self.cfg.batch_size, self.cfg.seed,
-                                                                epoch)}
-        batches = self.epoch_batches[epoch]
-        first = within * self.cfg.grad_accum * self.world.size + self.world.rank * self.cfg.grad_accum
-        return [batches[(first + micro) % len(batches)] for micro in range(self.cfg.grad_accum)]  # wraps at the end
-
-
 def setup(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resume: bool, skip_invalid: bool,
           emit: Events) -> Run:
     """Check the output folder, read the pairs, load the policy, build the optimizer and the schedule."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    last = _check_output(output, resume)
+    last = checkpoint.check_output(output, resume)
     summary = TrainSummary()
     tokenizer, model_dir = load_tokenizer(cfg)
     processor = load_image_processor(cfg, model_dir)  # a VLM's: renders image pairs, is saved with the model
@@ -288,58 +201,6 @@ def setup(pairs: Path, output: Path, cfg: TrainConfig, world: dist.World, resume
     return Run(cfg, world, output, emit, summary, last, tokenizer, processor, model_dir, train_set, eval_set,
                data_digest(train_set + eval_set), autocast_for(cfg, world.device), policy, logps_fn, train_fn,
                optimizer, trainable, lengths, steps_per_epoch, total, int(cfg.warmup_ratio * total))
-
-
-def _check_output(output: Path, resume: bool) -> Path | None:
-    last = checkpoint.latest(output)
-    if last is not None and not resume:
-        raise InputError(f"-o {output}: holds checkpoints up to {last.name}; pass --resume to go on from there, "
-                         "or choose another output folder")
-    earlier = (output / "metrics.jsonl").exists()
-    if resume and last is None and earlier:
-        raise InputError(f"--resume: {output} has no complete checkpoint to resume from")
-    if not resume and earlier:
-        raise InputError(f"-o {output}: holds an earlier run (metrics.jsonl); choose another output folder or "
-                         "delete it")
-    return last
-
-
-def reference_pass(run: Run) -> None:
-    """The reference's log-probs: from the cache, computed once before step 1, or a live model (--ref model)."""
-    cfg, world, resume_from = run.cfg, run.world, run.last
-    if cfg.ref == "model":
-        run.live_ref = reference_logps_fn(cfg, run.policy, run.logps_fn, run.model_dir, world, resume_from)
-        return
-    everything = run.train_set + run.eval_set
-    numerics = autocast_dtype(run.autocast) + ("/fsdp" if cfg.fsdp else "")  # FSDP: padded, bf16 weights
-    path = reference.cache_path(reference.model_fingerprint(run.model_dir), run.digest, numerics)
-    run.summary.ref_cache = str(path)
-    run.ref_values = reference.load(path, len(everything))
-    run.summary.ref_cache_hit = run.ref_values is not None
-    if run.ref_values is None:
-        ref_fn = reference_logps_fn(cfg, run.policy, run.logps_fn, run.model_dir, world, resume_from)
-        run.emit("ref_start", {"pairs": len(everything)})
-        run.ref_values = reference.compute(ref_fn, everything, batch_size=cfg.batch_size, pad_id=run.pad_id,
-                                           world=world, autocast=run.autocast, lockstep=cfg.fsdp,
-                                           on_batch=lambda n: run.emit("ref_batch", {"pairs": n}))
-        del ref_fn  # a frozen copy, if one was loaded for this, is not kept through training
-        if world.main:
-            reference.save(path, run.ref_values)
-
-
-def restore(run: Run) -> int:
-    """Optimizer and RNG state of the newest checkpoint (its weights were loaded with the policy); its step."""
-    state = checkpoint.load_state(run.last)
-    _check_resume(state, run.cfg, run.digest, run.last)
-    if run.cfg.fsdp:
-        fsdp.load_sharded(run.last, run.train_fn, run.optimizer)
-    else:
-        run.optimizer.load_state_dict(state["optimizer"])
-    checkpoint.set_rng_state(state["rng"][run.world.rank])
-    run.summary.resumed_from = state["step"]
-    if run.world.main:
-        checkpoint.truncate_metrics(run.output / "metrics.jsonl", state["step"])
-    return state["step"]
 
 
 def train_step(run: Run, step: int, micro_batches: list[list[int]]) -> dict[str, float]:
@@ -404,7 +265,7 @@ def _loop(run: Run, start_step: int) -> None:
                     raise WriteError(metrics_path, exc) from None
             run.emit("step", row | {"total": run.total})
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not done:
-                _save_checkpoint(run, step + 1)
+                checkpoint.save_run(run, step + 1)
     finally:
         if log is not None:
             log.close()
@@ -428,23 +289,6 @@ def _publish(run: Run) -> None:
         final_model = policy.merge_and_unload() if run.cfg.lora.enabled and run.cfg.lora.merge else policy
         checkpoint.publish(run.output, final_model, run.saved_with_model)
     dist.barrier(run.world)
-
-
-def autocast_dtype(autocast) -> str:
-    return "fp32" if autocast is None else str(autocast.fast_dtype).removeprefix("torch.")
-
-
-def _save_checkpoint(run: Run, step: int) -> None:
-    rngs = dist.gather(run.world, checkpoint.rng_state())
-    state = {"step": step, "rng": rngs, "config": run.cfg.model_dump(mode="json"), "data": run.digest}
-    if not run.cfg.fsdp:
-        if run.world.main:
-            state["optimizer"] = run.optimizer.state_dict()
-            checkpoint.save(run.output, step, run.policy, run.saved_with_model, state, run.cfg.keep_checkpoints)
-        dist.barrier(run.world)
-        return
-    fsdp.save_checkpoint(run.output, step, run.train_fn, run.optimizer, run.saved_with_model, state,
-                         run.cfg.keep_checkpoints, run.world)
 
 
 def _stopped(step: int, what: str, output: Path) -> str:

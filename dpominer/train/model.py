@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from .. import multimodal
+from ..jsonl import InputError
 from ..models import loading, resolve_model
-from ..records import InputError
 from . import dist
 from .config import TrainConfig
 from .logps import CompletionLogps

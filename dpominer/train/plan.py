@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..jsonl import InputError
 from ..models import resolve_model
-from ..records import InputError
 from .config import TrainConfig
 from .fsdp import shard_units
 

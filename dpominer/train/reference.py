@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,10 @@ from ..guard import check_write, temp_path
 from ..models import cache_dir
 from . import dist
 from .data import Example, collate, to_device
+from .model import reference_logps_fn
+
+if TYPE_CHECKING:
+    from .state import Run
 
 FORMAT = 1  # bump when the numbers a cache file holds change meaning
 
@@ -96,3 +101,31 @@ def save(path: Path, values: torch.Tensor) -> None:
         tmp.replace(path)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+def prepare(run: Run) -> None:
+    """The reference's log-probs: from the cache, computed once before step 1, or a live model (--ref model)."""
+    cfg, world, resume_from = run.cfg, run.world, run.last
+    if cfg.ref == "model":
+        run.live_ref = reference_logps_fn(cfg, run.policy, run.logps_fn, run.model_dir, world, resume_from)
+        return
+    everything = run.train_set + run.eval_set
+    numerics = autocast_dtype(run.autocast) + ("/fsdp" if cfg.fsdp else "")  # FSDP: padded, bf16 weights
+    path = cache_path(model_fingerprint(run.model_dir), run.digest, numerics)
+    run.summary.ref_cache = str(path)
+    run.ref_values = load(path, len(everything))
+    run.summary.ref_cache_hit = run.ref_values is not None
+    if run.ref_values is None:
+        ref_fn = reference_logps_fn(cfg, run.policy, run.logps_fn, run.model_dir, world, resume_from)
+        run.emit("ref_start", {"pairs": len(everything)})
+        run.ref_values = compute(ref_fn, everything, batch_size=cfg.batch_size, pad_id=run.pad_id, world=world,
+                                 autocast=run.autocast, lockstep=cfg.fsdp,
+                                 on_batch=lambda n: run.emit("ref_batch", {"pairs": n}))
+        del ref_fn  # a frozen copy, if one was loaded for this, is not kept through training
+        if world.main:
+            save(path, run.ref_values)
+
+
+def autocast_dtype(autocast) -> str:
+    """The numerics a cache file's values were computed in (part of its key)."""
+    return "fp32" if autocast is None else str(autocast.fast_dtype).removeprefix("torch.")

@@ -2,7 +2,7 @@
 
     python examples/ocr/make_pages.py OUT_DIR [--english 24] [--heldout 0.3]
 
-Text: paragraphs of this Python's standard-library docstrings (as examples/degeneration uses; PSF licence)
+Text: pages of this Python's standard-library docstrings (as examples/degeneration uses; PSF licence)
 and Article 1 of the Universal Declaration of Human Rights in seven languages (UN translations). Each page
 is typeset with Pillow (DejaVu Sans where installed, else Pillow's own font) on a white page; a few pages
 are also bound into one PDF and referenced as ``{"pdf", "page"}`` (1-based) to show that path too.
@@ -21,7 +21,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "degeneration"))
-from make_docs import paragraphs  # noqa: E402 — the docstring paragraphs of the degeneration example
+from make_docs import documents  # noqa: E402 — the docstring pages of the degeneration example
 
 TASK = "Transcribe the text on this page exactly."
 UDHR_1 = {
@@ -44,6 +44,7 @@ UDHR_1 = {
 
 
 def font(size: int):
+    """DejaVu Sans at ``size`` where installed, else Pillow's own font (tests/vlm_helpers.py uses it too)."""
     from PIL import ImageFont
 
     for name in ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
@@ -59,7 +60,9 @@ def render_page(text: str, path: Path, width: int = 640, size: int = 18):
     from PIL import Image, ImageDraw
 
     face = font(size)
-    lines = textwrap.wrap(text, width=max(8, int(width / (size * 0.55))))
+    lines = []
+    for line in text.split("\n"):  # the page keeps the text's line breaks (its reference has them)
+        lines += textwrap.wrap(line, width=max(8, int(width / (size * 0.55)))) or [""]
     page = Image.new("RGB", (width + 40, 40 + len(lines) * (size + 6)), "white")
     draw = ImageDraw.Draw(page)
     for i, line in enumerate(lines):
@@ -72,10 +75,10 @@ def render_page(text: str, path: Path, width: int = 640, size: int = 18):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--english", type=int, default=24, help="docstring paragraphs (pages) to render")
+    parser.add_argument("--english", type=int, default=24, help="docstring pages to render")
     parser.add_argument("--heldout", type=float, default=0.3, help="share of sources held out")
     args = parser.parse_args()
-    texts = [(module, text) for (module, text), _ in zip(paragraphs(), range(args.english), strict=False)]
+    texts = [(module, text) for (module, text), _ in zip(documents(), range(args.english), strict=False)]
     texts += [(f"udhr-{lang}", text) for lang, text in UDHR_1.items()]
     sides: dict[str, list[dict]] = {"mining": [], "heldout": []}
     bound = []

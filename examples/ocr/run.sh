@@ -18,16 +18,14 @@ TEMP=${TEMP:-0.5}
 MAX_TOKENS=${MAX_TOKENS:-96}
 STEPS=${STEPS:-4}
 
-mkdir -p "$OUT"
-rm -rf "$OUT/dpo" "$OUT/eval"  # this script's own outputs of an earlier run: redone below
-start=$(date +%s)
-step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
+source "$HERE/../common.sh"
+start_run
 
 if [ -z "$MODEL" ]; then
   step "0/7 a tiny random LLaVA-style VLM"
   MODEL=$(python "$HERE/tiny_vlm.py" "$OUT/tiny-vlm" | tail -n 1)
 fi
-step "1/7 pages: render $ENGLISH docstring paragraphs and 7 UDHR articles"
+step "1/7 pages: render $ENGLISH docstring pages and 7 UDHR articles"
 python "$HERE/make_pages.py" "$OUT/data" --english "$ENGLISH"
 step "2/7 sample: $N candidates per page, T=$TEMP"
 dpominer sample "$OUT/data/mining.jsonl" -o "$OUT/candidates.jsonl" -m "$MODEL" --backend "$BACKEND" \

@@ -26,12 +26,9 @@ BATCH=${BATCH:-4}
 BACKEND=${BACKEND:-hf}         # transformers: on a shared CPU short of memory, lighter than a vLLM engine
 CHECKS=(--check json --check "json-schema:$HERE/schema.json")
 
-mkdir -p "$OUT"
-rm -rf "$OUT/dpo" "$OUT/eval"  # this script's own outputs of an earlier run: redone below
-head -n "$MINING" "$HERE/mining.jsonl" > "$OUT/mining.jsonl"
-head -n "$HELDOUT" "$HERE/heldout.jsonl" > "$OUT/heldout.jsonl"
-start=$(date +%s)
-step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
+source "$HERE/../common.sh"
+start_run
+take_documents
 
 step "1/6 sample: $MINING documents × $N candidates, T=$TEMP"
 dpominer sample "$OUT/mining.jsonl" -o "$OUT/candidates.jsonl" -m "$MODEL" -n "$N" -t "$TEMP" \
@@ -47,9 +44,4 @@ step "5/6 eval: greedy on the $HELDOUT held-out documents, before vs after, with
 dpominer eval "$OUT/heldout.jsonl" -o "$OUT/eval" -m "$MODEL" -m "$OUT/dpo" --max-tokens "$MAX_TOKENS" --seed 0 \
   --backend "$BACKEND" \
   "${CHECKS[@]}"
-step "6/6 report"
-dpominer report "$OUT/scored.jsonl" "$OUT/pairs.jsonl" "$OUT/dpo" "$OUT/eval" -o "$OUT/report.html"
-step "done"
-python "$HERE/table.py" "$OUT/eval/eval.json"
-echo
-echo "before/after: $OUT/eval/eval.json    report: $OUT/report.html"
+finish_run
