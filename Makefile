@@ -43,6 +43,7 @@ calibrate: $(STAMP)
 	$(BIN)/python bench/calibrate.py
 
 bench: $(STAMP)
+	$(BIN)/python bench/equivalence.py
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/pair_scale.py
 	$(BIN)/python bench/pair_hostile.py

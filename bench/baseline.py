@@ -39,10 +39,11 @@ def checkout(ref: str) -> Path | None:
 
 def run_cli(code: Path, *args: str) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of ``python -m dpominer ARGS`` with the package from ``code``; CPU time
-    includes the processes it started and waited for (a pool's workers)."""
+    includes the processes it started and waited for (a pool's workers). It runs in ``code``: ``-m`` puts
+    the working folder first on sys.path, so run from a checkout it would import that checkout instead."""
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "dpominer", *args], env=os.environ | {"PYTHONPATH": str(code)},
-                             stdout=subprocess.DEVNULL)
+                             cwd=code, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:

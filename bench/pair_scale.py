@@ -63,7 +63,8 @@ def run_pair(code: Path, src: Path, dst: Path, *flags: str) -> tuple[float, floa
     ``code``; CPU time includes its pool's workers (waited for, so counted in its rusage)."""
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "dpominer", "pair", str(src), "-o", str(dst), *flags],
-                             env=os.environ | {"PYTHONPATH": str(code)}, stdout=subprocess.DEVNULL)
+                             env=os.environ | {"PYTHONPATH": str(code)}, cwd=code,  # see baseline.run_cli
+                             stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
