@@ -98,12 +98,13 @@ def rate(fn, items, repeats: int = 3) -> float:
     return best
 
 
-def score_rates(items, baseline: Path | None) -> None:
-    """`dpominer score` end to end (parse, detect, fidelity, write) in a fresh process per run."""
+def score_rates(items, baseline: Path | None, ref: str = BEFORE_ISSUE_13) -> None:
+    """`dpominer score` end to end (parse, detect, fidelity, write) in a fresh process per run; the
+    baseline (``ref``) with its own defaults (a baseline with ``--workers`` uses all cores)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         src = write_records(Path(tmp) / "c.jsonl", items)
-        runs = [(f"baseline {BEFORE_ISSUE_13}", baseline, ())] if baseline else []
+        runs = [(f"baseline {ref}", baseline, ())] if baseline else []
         runs += [("this checkout, 1 worker", ROOT, ("--workers", "1")),
                  (f"this checkout, {cores} workers", ROOT, ("--workers", str(cores)))]
         times = {}
@@ -139,7 +140,7 @@ def main() -> None:
         old = rate(lambda t, f, r: (old_degeneration.detect(t, finish_reason=f, reference=r),
                                     old_fidelity.fidelity(t, r)), items[: args.n // 4])
         print(f"  same, {args.baseline:10}             {old:8.0f} cand/s   ratio ours / baseline {with_cer / old:.2f}×")
-    score_rates(candidates(args.score_n, seed=1), base_code)
+    score_rates(candidates(args.score_n, seed=1), base_code, args.baseline)
     adversarial = {
         '"a" * 10**6': "a" * 10**6,
         "random 1 MB": "".join(random.Random(1).choices("abcdefghij klmnop\n", k=10**6)),
