@@ -101,7 +101,8 @@ def main() -> None:
                       f"{n / cpu:7.0f} cand/CPU-s   peak RSS {peak:5.0f} MiB")
             ours = [data for label, data in outputs.items() if label.startswith("this checkout")]
             print(f"  this checkout's outputs identical for every --workers: {len(set(ours)) == 1}; identical to "
-                  f"the baseline's: {len(set(outputs.values())) == 1} (a70f01a predates coverage and the omission verdict: it computes and writes less)")
+                  f"the baseline's: {len(set(outputs.values())) == 1} (a70f01a predates coverage and the omission "
+                  "verdict: it computes and writes less)")
             src.unlink()
         fast = runs[-1][0]
         if base:
