@@ -126,9 +126,9 @@ class Signals:
             run = self.items.run
             out["items"] = {"lines": self.items.items, "stuck": run.copies, "counter": run.counter,
                             "dup_share": round(self.items.dup_share, 3)}
-        if self.sentences is not None and self.sentences.repeats:
+        if self.sentences is not None and (self.sentences.repeats or self.sentences.near):
             out["sentences"] = {"count": self.sentences.sentences, "repeats": self.sentences.repeats,
-                                "exact": self.sentences.exact}
+                                "exact": self.sentences.exact, "near": self.sentences.near}
         if self.word_run[0] >= 3:
             out["word_run"] = self.word_run[0]
         if self.logprobs is not None:
@@ -243,6 +243,10 @@ def _weak_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool) -
         weak.append(f"list item {sig.items.run.item[:40]!r} × {sig.items.run.copies}")
     if sig.sentences is not None and sig.sentences.repeats >= 2:
         weak.append(f"{sig.sentences.repeats} of {sig.sentences.sentences} sentences re-said")
+    elif sig.sentences is not None and sig.sentences.near >= 3:
+        weak.append(f"{sig.sentences.near} of {sig.sentences.sentences} sentences close to an earlier one")
+    if sig.items is not None and sig.items.worded >= cfg.dup_items and sig.items.dup_share >= 0.5 * cfg.dup_share:
+        weak.append(f"{sig.items.dup_share:.0%} of {sig.items.worded} list lines re-said")
     if not weak:
         return Finding("clean", None, "no repetition signal")
     prob = loop_probability(features(sig, cfg, cut_off))
@@ -369,6 +373,8 @@ def features(sig: Signals, cfg: DetectorConfig, cut_off: bool) -> dict[str, floa
         "item_copies": min(2.0, items.run.copies / cfg.item_copies) if items and items.run else 0.0,
         "dup_share": items.dup_share if items else 0.0,
         "sentence_share": sent.repeats / sent.sentences if sent and sent.sentences else 0.0,
+        # sentences close to an earlier one, insertions and deletions included
+        "near_share": sent.near / sent.sentences if sent and sent.sentences else 0.0,
         "word_copies": min(2.0, count / copies_needed(len(word) + 1, cfg)) if word and count > 1 else 0.0,
         "log_cr_ratio": math.log(sig.cr / sig.cr_ref) if sig.cr_ref and sig.cr > 0 else 0.0,
         # how much of the candidate's repetition the reference has too (1: all of it; 0: none, or no reference)

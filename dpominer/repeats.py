@@ -21,6 +21,8 @@ import string
 from dataclasses import dataclass
 from itertools import groupby
 
+from rapidfuzz.distance import Indel
+
 # A list marker: bullet, number or letter with its punctuation, heading hashes — what changes per item.
 _MARKER = re.compile(r"\s*(?:[-*•+·]\s*|#+\s*|\(?\d{1,4}(?:[.)\]:]|\s*[-–—]\s)\s*|\(?[a-zA-Z][.)]\s+)?")
 _TRAILING = ".,;:!?。 \t"
@@ -140,6 +142,7 @@ class SentenceStats:
     repeats: int  # of them, the same as an earlier one, or with one word swapped
     exact: int  # of the repeats, the same up to a counter (one number changed, or nothing)
     start: int  # char offset of the first repeat's first copy (-1 when none)
+    near: int = 0  # sentences close to an earlier one in words (edits ≤ a quarter), repeats included
 
 
 def _words(sentence: str) -> list[str]:
@@ -166,7 +169,9 @@ def sentence_stats(text: str, window: int = 3000, min_words: int = 4) -> Sentenc
     leaves one half intact) is found with two dict look-ups, then confirmed word by word."""
     offset = max(0, len(text) - window)
     by_half: dict[tuple, list[tuple[list[str], int]]] = {}
-    total = repeats = exact = 0
+    by_shingle: dict[tuple[str, ...], list[int]] = {}
+    sentences: list[list[str]] = []
+    total = repeats = exact = near = 0
     first = -1
     pos = 0
     tail = text[offset:]
@@ -189,9 +194,32 @@ def sentence_stats(text: str, window: int = 3000, min_words: int = 4) -> Sentenc
             repeats += 1
             exact += best[0] == 0
             first = best[1] if first < 0 else min(first, best[1])
+        if best is not None or _near_earlier(words, sentences, by_shingle):
+            near += 1
         for key in keys:
             by_half.setdefault(key, []).append((words, offset + start))
-    return SentenceStats(total, repeats, exact, first)
+        for shingle in _shingles(words):
+            by_shingle.setdefault(shingle, []).append(len(sentences))
+        sentences.append(words)
+    return SentenceStats(total, repeats, exact, first, near)
+
+
+def _shingles(words: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def _near_earlier(words: list[str], sentences: list[list[str]], by_shingle: dict, max_compared: int = 8) -> bool:
+    """True when an earlier sentence is the same up to edits of a quarter of the words, insertions and
+    deletions included ("If the bill passes, it is sent …" / "If the bill is passed, it is sent …").
+    Only sentences sharing a word 3-gram are compared, the most recent first: prose rarely shares one."""
+    seen = sorted({i for shingle in _shingles(words) for i in by_shingle.get(shingle, ())}, reverse=True)
+    for i in seen[:max_compared]:
+        earlier = sentences[i]
+        if abs(len(earlier) - len(words)) * 4 > max(len(words), len(earlier)):
+            continue
+        if Indel.normalized_similarity(words, earlier) >= 0.75:
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------------------- words and tokens

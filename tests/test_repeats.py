@@ -69,6 +69,19 @@ def test_sentences_that_share_a_pattern_but_say_different_things():
     assert sentence_stats(PASSAGE).repeats == 0
 
 
+def test_sentences_re_said_with_words_inserted_or_dropped():
+    steps = ("1. A bill is written by a member. 2. If the bill passes, it is sent to the legislative body for a "
+             "vote. 3. The bill is then debated. 4. If the bill is passed, it is sent to the legislative body for a "
+             "vote. 5. If the bill is passed again, it is sent to the legislative body for a vote.")
+    stats = sentence_stats(steps)
+    assert stats.repeats == 0  # not the same length: no one-word swap
+    assert stats.near == 2  # steps 4 and 5 are close to step 2 (an insertion, a changed word)
+    checklist = ("Check the oil level now. Check the tyre pressure now. Check the brake fluid now. "
+                 "Check the coolant level now. Check the lights and wipers now.")
+    assert sentence_stats(checklist).near <= 1  # a shared pattern, different things said
+    assert sentence_stats(PASSAGE).near == 0
+
+
 def test_a_short_word_said_over_and_over_inside_a_list():
     words = "fruits: apple, banana, th, th, th, th, th, th, th, th, th, cherry".split()
     assert word_run(words) == (9, "th,")
