@@ -43,7 +43,6 @@ calibrate: $(STAMP)
 	$(BIN)/python bench/calibrate.py
 
 bench: $(STAMP)
-	$(BIN)/python bench/equivalence.py
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/pair_scale.py
 	$(BIN)/python bench/pair_hostile.py
