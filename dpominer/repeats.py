@@ -194,11 +194,12 @@ def sentence_stats(text: str, window: int = 3000, min_words: int = 4) -> Sentenc
             repeats += 1
             exact += best[0] == 0
             first = best[1] if first < 0 else min(first, best[1])
-        if best is not None or _near_earlier(words, sentences, by_shingle):
+        shingles = _shingles(words)
+        if best is not None or _near_earlier(words, shingles, sentences, by_shingle):
             near += 1
         for key in keys:
             by_half.setdefault(key, []).append((words, offset + start))
-        for shingle in _shingles(words):
+        for shingle in shingles:
             by_shingle.setdefault(shingle, []).append(len(sentences))
         sentences.append(words)
     return SentenceStats(total, repeats, exact, first, near)
@@ -208,11 +209,12 @@ def _shingles(words: list[str]) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
 
 
-def _near_earlier(words: list[str], sentences: list[list[str]], by_shingle: dict, max_compared: int = 8) -> bool:
+def _near_earlier(words: list[str], shingles: set[tuple[str, ...]], sentences: list[list[str]], by_shingle: dict,
+                  max_compared: int = 8) -> bool:
     """True when an earlier sentence is the same up to edits of a quarter of the words, insertions and
     deletions included ("If the bill passes, it is sent …" / "If the bill is passed, it is sent …").
     Only sentences sharing a word 3-gram are compared, the most recent first: prose rarely shares one."""
-    seen = sorted({i for shingle in _shingles(words) for i in by_shingle.get(shingle, ())}, reverse=True)
+    seen = sorted({i for shingle in shingles for i in by_shingle.get(shingle, ())}, reverse=True)
     for i in seen[:max_compared]:
         earlier = sentences[i]
         if abs(len(earlier) - len(words)) * 4 > max(len(words), len(earlier)):
