@@ -23,6 +23,18 @@ pytestmark = pytest.mark.real
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
+def assert_vllm_serves(model_dir: Path, tmp_path: Path, env: dict) -> None:
+    """`dpominer sample --backend vllm` loads the trained folder and writes non-empty candidates."""
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "q", "messages": [
+        {"role": "user", "content": "Transcribe exactly: The quick brown fox jumps over the lazy dog."}]}])
+    proc = subprocess.run([sys.executable, "-m", "dpominer", "sample", str(docs), "-o", str(tmp_path / "c.jsonl"),
+                           "--model", str(model_dir), "--backend", "vllm", "-n", "2", "--max-tokens", "24",
+                           "--max-model-len", "1024"], env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [record] = read_jsonl(tmp_path / "c.jsonl")
+    assert record["backend"] == "vllm" and all(c["text"].strip() for c in record["candidates"])
+
+
 def test_lora_dpo_on_real_pairs_gives_a_model_vllm_serves(tmp_path, monkeypatch):
     model = resolve_model("smollm2-135m-instruct")
     monkeypatch.setenv("DPOMINER_CACHE", str(tmp_path / "cache"))  # a fresh reference-log-prob cache
@@ -47,15 +59,7 @@ def test_lora_dpo_on_real_pairs_gives_a_model_vllm_serves(tmp_path, monkeypatch)
     trained = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     assert trained.config.model_type == "llama" and not (out / "adapter_config.json").exists()
 
-    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "q", "messages": [
-        {"role": "user", "content": "Transcribe exactly: The quick brown fox jumps over the lazy dog."}]}])
-    env = os.environ | {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    proc = subprocess.run([sys.executable, "-m", "dpominer", "sample", str(docs), "-o", str(tmp_path / "c.jsonl"),
-                           "--model", str(out), "--backend", "vllm", "-n", "2", "--max-tokens", "24",
-                           "--max-model-len", "1024"], env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [record] = read_jsonl(tmp_path / "c.jsonl")
-    assert record["backend"] == "vllm" and all(c["text"].strip() for c in record["candidates"])
+    assert_vllm_serves(out, tmp_path, os.environ | {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
 
 
 def test_fsdp_on_two_processes_gives_one_model_folder_vllm_serves(tmp_path):
@@ -74,11 +78,4 @@ def test_fsdp_on_two_processes_gives_one_model_folder_vllm_serves(tmp_path):
                            timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]
     assert read_jsonl(out / "metrics.jsonl")[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
-    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "q", "messages": [
-        {"role": "user", "content": "Transcribe exactly: The quick brown fox jumps over the lazy dog."}]}])
-    proc = subprocess.run([sys.executable, "-m", "dpominer", "sample", str(docs), "-o", str(tmp_path / "c.jsonl"),
-                           "--model", str(out), "--backend", "vllm", "-n", "2", "--max-tokens", "24",
-                           "--max-model-len", "1024"], env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    [record] = read_jsonl(tmp_path / "c.jsonl")
-    assert record["backend"] == "vllm" and all(c["text"].strip() for c in record["candidates"])
+    assert_vllm_serves(out, tmp_path, env)
