@@ -151,7 +151,7 @@ class _ReferenceNgrams:
     length: int
     vocab: dict[str, Any]
     codes: Any  # the words encoded (a string, or a list of ints for a huge vocabulary)
-    base: int  # greater than every id: the radix of the n-gram keys
+    base: int  # the radix of the n-gram keys: above every id, and ``base - 1`` no reference word has
 
     @cached_property
     def counts(self) -> list[Counter]:
@@ -165,20 +165,23 @@ class _ReferenceNgrams:
 
     @cached_property
     def sorted_keys(self):
-        """Numpy, for long hypotheses: (sorted unique n-gram keys of all four orders, each order offset
-        by :func:`_offsets` so no two share a key; their counts; where each order starts and ends)."""
+        """Numpy, for long hypotheses: (the sorted distinct n-gram keys of all four orders between a
+        -1 and an int64-max sentinel, so every lookup lands on an index; their counts, 0 for the
+        sentinels; the indices whose running count differences are the per-order sums).
+
+        An order-n key has n digits in ``base`` with a non-zero leading one (ids start at 1), so it lies
+        in [baseⁿ⁻¹, baseⁿ): the orders share one array without offsets."""
         import numpy as np
 
-        keys = _ngram_keys(_as_array(self.codes), self.base)
-        offsets = _offsets(self.base)
-        unique, counts = np.unique(np.concatenate([k + o for k, o in zip(keys, offsets, strict=True)]),
-                                   return_counts=True)
-        return unique, counts, np.searchsorted(unique, offsets + [offsets[-1] + self.base**4])
+        unique, counts = np.unique(np.concatenate(_ngram_keys(_as_array(self.codes), self.base)), return_counts=True)
+        keys = np.concatenate(([-1], unique, [np.iinfo(np.int64).max]))
+        starts = np.searchsorted(keys, [self.base**n for n in range(5)])  # order n+1 from starts[n]
+        return keys, np.concatenate(([0], counts, [0])), starts - 1
 
 
 def _reference_ngrams_of(ref_words: list[str]) -> _ReferenceNgrams:
     vocab, codes = _vocabulary(ref_words)
-    base = (max(codes) if isinstance(codes, list) else ord(max(codes))) + 1 if codes else 1
+    base = (max(codes) if isinstance(codes, list) else ord(max(codes))) + 2 if codes else 2
     return _ReferenceNgrams(len(ref_words), vocab, codes, base)
 
 
@@ -194,11 +197,6 @@ def _as_array(codes: Any):
     if isinstance(codes, str):  # one code point per word: the UTF-32 bytes are the ids
         return np.frombuffer(codes.encode("utf-32-le"), np.uint32).astype(np.int64)
     return np.array(codes, dtype=np.int64)
-
-
-def _offsets(base: int) -> list[int]:
-    """Where each order's keys start when all four share one array: order n's keys lie in [0, baseⁿ)."""
-    return [0, base, base + base**2, base + base**2 + base**3]
 
 
 def _ngram_keys(ids, base: int) -> list:
@@ -224,20 +222,22 @@ def _clipped_matches(hyp_keys: list[int], ref_counts: Counter, ref_distinct: boo
 
 def _clipped_matches_vector(hyp_codes: Any, ref: _ReferenceNgrams) -> list[int]:
     """The same for all four orders at once, with numpy: each of the hypothesis's n-grams looked up
-    among the reference's sorted keys, the hits counted per reference n-gram and clipped there."""
+    among the reference's sorted keys, the hits counted per reference n-gram and clipped there. A
+    word the reference lacks (id 0) becomes ``base - 1``, so its n-grams keep a non-zero leading digit
+    (their order's key range) and match nothing. Few numpy calls: on short texts each call's overhead
+    is the cost."""
     import numpy as np
 
-    ref_keys, ref_counts, bounds = ref.sorted_keys
-    keys = _ngram_keys(_as_array(hyp_codes), ref.base)
-    keys = np.concatenate([k + o for k, o in zip(keys, _offsets(ref.base), strict=True)])
-    at = np.minimum(np.searchsorted(ref_keys, keys), len(ref_keys) - 1)
+    ref_keys, ref_counts, order_ends = ref.sorted_keys
+    ids = _as_array(hyp_codes)
+    ids[ids == 0] = ref.base - 1
+    at = ref_keys.searchsorted(keys := np.concatenate(_ngram_keys(ids, ref.base)))
     hits = np.bincount(at[ref_keys[at] == keys], minlength=len(ref_keys))
-    total = np.concatenate(([0], np.cumsum(np.minimum(hits, ref_counts))))
-    return [int(total[bounds[n + 1]] - total[bounds[n]]) for n in range(4)]
+    return np.diff(np.minimum(hits, ref_counts).cumsum()[order_ends]).tolist()
 
 
 def _matches_per_order(hyp_codes: Any, n_hyp: int, ref: _ReferenceNgrams, orders: int) -> list[int]:
-    if n_hyp >= VECTOR_WORDS and _offsets(ref.base)[-1] + ref.base**4 < 2**63:  # long, and keys fit in int64
+    if n_hyp >= VECTOR_WORDS and ref.base**4 < 2**63:  # long, and keys fit in int64
         return _clipped_matches_vector(hyp_codes, ref)[:orders]
     keys = _ngram_keys(_ids(hyp_codes), ref.base)
     return [_clipped_matches(keys[n], ref.counts[n], ref.distinct[n]) for n in range(orders)]

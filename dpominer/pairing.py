@@ -197,10 +197,19 @@ def _completion(text: str, conversational: bool, parts: bool = False) -> str | l
     return [{"role": "assistant", "content": [{"type": "text", "text": text}] if parts else text}]
 
 
-def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
-    """Pairs for one scored candidate record (see the module docstring for the policy)."""
+@dataclass
+class _Selection:
+    """What the policy picked for one document: the chosen side and the rejected candidates, in order."""
+
+    chosen: Candidate | None  # None: the reference is the chosen side
+    chosen_text: str
+    rejected: list[tuple[Candidate, str]]  # (candidate, reason)
+
+
+def _select(record: CandidateRecord, cfg: PairConfig) -> _Selection | str:
+    """The policy (see the module docstring) on one scored record, or why it yields no pair."""
     if not record.candidates:
-        return PairOutcome([], "sample_error" if record.error else "no_candidates")
+        return "sample_error" if record.error else "no_candidates"
     chosen: Candidate | None = None
     why_no_chosen = None
     mode = _mode(record, cfg)
@@ -210,16 +219,13 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     if chosen is None and not use_reference:
         if cfg.chosen_from == "reference":
             why_no_chosen = "no_reference"
-        return PairOutcome([], why_no_chosen or "no_chosen")
-    if use_reference:
+        return why_no_chosen or "no_chosen"
+    if chosen is None:
         chosen_text, chosen_cer = record.reference or "", 0.0
-        chosen_scores = SideScores.of_reference()
     else:
-        assert chosen is not None
         chosen_text, chosen_cer = chosen.text, _cer(chosen)
-        chosen_scores = SideScores.of(chosen)
     if not chosen_text.strip():
-        return PairOutcome([], "empty_reference")
+        return "empty_reference"
 
     picked: list[tuple[Candidate, str, bytes]] = []
     chosen_key = _norm_key(chosen_text)
@@ -234,29 +240,59 @@ def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
             continue
         picked.append((cand, reason, key))
     if not picked:
-        return PairOutcome([], "no_rejected")
+        return "no_rejected"
+    return _Selection(chosen, chosen_text, [(cand, reason) for cand, reason, _ in picked])
 
+
+def _pair_fields(record: CandidateRecord, picked: _Selection, prompt: Any, chosen_scores: Any, rejected: Candidate,
+                 reason: str, rejected_scores: Any) -> dict[str, Any]:
+    """One pair's fields, in :class:`Pair`'s field order (the order it writes them)."""
     conversational, parts = record.conversational, record.has_images
-    pairs = [
-        Pair(
-            prompt=record.prompt_value(),
-            chosen=_completion(chosen_text, conversational, parts),
-            rejected=_completion(cand.text, conversational, parts),
-            images=dump_refs(record.images) if record.images else None,
-            id=record.id,
-            reason=reason,
-            chosen_source="reference" if use_reference else "candidate",
-            chosen_index=None if use_reference or chosen is None else chosen.index,
-            rejected_index=cand.index,
-            chosen_scores=chosen_scores,
-            rejected_scores=SideScores.of(cand),
-            rendered_prompt=record.rendered_prompt,
-            chosen_token_ids=None if use_reference or chosen is None else chosen.token_ids,
-            rejected_token_ids=cand.token_ids,
-        )
-        for cand, reason, _ in picked
-    ]
+    chosen = picked.chosen
+    return {
+        "prompt": prompt,
+        "chosen": _completion(picked.chosen_text, conversational, parts),
+        "rejected": _completion(rejected.text, conversational, parts),
+        "images": dump_refs(record.images) if record.images else None,
+        "id": record.id,
+        "reason": reason,
+        "chosen_source": "reference" if chosen is None else "candidate",
+        "chosen_index": None if chosen is None else chosen.index,
+        "rejected_index": rejected.index,
+        "chosen_scores": chosen_scores,
+        "rejected_scores": rejected_scores,
+        "rendered_prompt": record.rendered_prompt,
+        "chosen_token_ids": None if chosen is None else chosen.token_ids,
+        "rejected_token_ids": rejected.token_ids,
+    }
+
+
+def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
+    """Pairs for one scored candidate record (see the module docstring for the policy)."""
+    picked = _select(record, cfg)
+    if isinstance(picked, str):
+        return PairOutcome([], picked)
+    chosen_scores = SideScores.of_reference() if picked.chosen is None else SideScores.of(picked.chosen)
+    pairs = [Pair(**_pair_fields(record, picked, record.prompt_value(), chosen_scores, cand, reason,
+                                 SideScores.of(cand)))
+             for cand, reason in picked.rejected]
     return PairOutcome(pairs, None)
+
+
+def pair_rows(record: CandidateRecord, cfg: PairConfig) -> tuple[list[dict[str, Any]], str | None]:
+    """:func:`make_pairs` as the rows `pair` writes: each ``Pair.model_dump(exclude_none=True)``, built
+    without validating again what the record's validation already checked (a few times faster: `pair`
+    writes millions). Image documents go through :class:`Pair` (their references are re-read)."""
+    picked = _select(record, cfg)
+    if isinstance(picked, str):
+        return [], picked
+    if record.images:
+        return [pair.model_dump(exclude_none=True) for pair in make_pairs(record, cfg).pairs], None
+    chosen_scores = (SideScores.of_reference() if picked.chosen is None else SideScores.of(picked.chosen)).model_dump()
+    prompt = record.prompt_value()
+    rows = [_pair_fields(record, picked, prompt, chosen_scores, cand, reason, SideScores.fields_of(cand))
+            for cand, reason in picked.rejected]
+    return [{key: value for key, value in row.items() if value is not None} for row in rows], None
 
 
 class _SamePromptForm:
@@ -280,11 +316,11 @@ def _pair_one(record: CandidateRecord, cfg: PairRunConfig, src_dir: Path, dst_di
     """The pairs' lines, the candidates' facts, each pair's (reason, chosen source, chosen and rejected
     characters), why no pair. Image paths are rewritten to resolve from the output's folder."""
     scored(record, cfg.score)
-    outcome = make_pairs(record, cfg.policy)
-    lines = b"".join(dumps(rebase_record(pair.model_dump(exclude_none=True), src_dir, dst_dir))
-                     for pair in outcome.pairs)
-    kinds = [(pair.reason, pair.chosen_source, *PairLengths.sizes(pair)) for pair in outcome.pairs]
-    return lines, facts(record), kinds, outcome.no_pair_reason  # type: ignore[return-value]
+    rows, no_pair = pair_rows(record, cfg.policy)
+    lines = b"".join(dumps(rebase_record(row, src_dir, dst_dir)) for row in rows)
+    kinds = [(row["reason"], row["chosen_source"], *PairLengths.sizes_of(row["chosen"], row["rejected"]))
+             for row in rows]
+    return lines, facts(record), kinds, no_pair
 
 
 def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = False,

@@ -217,6 +217,11 @@ class SideScores(BaseModel):
 
     @classmethod
     def of(cls, cand: Candidate) -> SideScores:
+        return cls.model_construct(**cls.fields_of(cand))  # every value comes from a validated candidate
+
+    @classmethod
+    def fields_of(cls, cand: Candidate) -> dict[str, Any]:
+        """The fields :meth:`of` sets, in field order: what the model dumps (`pair` writes this dict)."""
         deg = cand.degeneration
         fields: dict[str, Any] = {"verdict": deg.verdict if deg else "clean", "finish_reason": cand.finish_reason}
         if deg is not None and deg.verdict != "clean":
@@ -230,10 +235,11 @@ class SideScores(BaseModel):
             fields["omission"] = cand.omission.model_dump(exclude_none=True)
         if cand.judge and cand.judge.get("score") is not None:
             fields["judge"] = {"score": cand.judge["score"], "criteria": cand.judge.get("criteria")}
-        for name in cls.model_fields.keys() - fields.keys() - _DERIVED:  # same-named candidate fields
-            if getattr(cand, name, None) is not None:
-                fields[name] = getattr(cand, name)
-        return cls.model_construct(**fields)  # every value comes from a validated candidate
+        copied = [name for name in _COPIED if getattr(cand, name, None) is not None and name not in fields]
+        if copied:  # same-named candidate fields, then everything back in field order
+            fields |= {name: getattr(cand, name) for name in copied}
+            fields = {name: fields[name] for name in cls.model_fields if name in fields}
+        return fields
 
     @classmethod
     def of_reference(cls) -> SideScores:
@@ -255,8 +261,9 @@ class SideScores(BaseModel):
         return int(self.start_char + min(self.copies or max_copies, max_copies) * self.unit_len)
 
 
-# SideScores.of computes these
+# SideScores.of computes these; the other fields it copies from the candidate's field of that name
 _DERIVED = {"kind", "severity", "start_char", "copies", "unit_len", "failed_checks", "judge", "omission"}
+_COPIED = tuple(name for name in SideScores.model_fields if name not in _DERIVED)
 
 
 class Pair(BaseModel):

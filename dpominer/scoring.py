@@ -47,6 +47,14 @@ def _side_text(value: str | list[Message]) -> str:
     return value if isinstance(value, str) else "".join(m.text for m in value)
 
 
+def _row_side_text(value: str | list[dict[str, Any]]) -> str:
+    """:func:`_side_text` of a written side (message dicts, content a string or text/image parts)."""
+    if isinstance(value, str):
+        return value
+    return "".join(m["content"] if isinstance(m["content"], str) else
+                   "".join(part.get("text") or "" for part in m["content"] if part["type"] == "text") for m in value)
+
+
 @dataclass
 class PairLengths:
     """Chosen vs rejected length over the pairs written, in constant memory (characters).
@@ -68,6 +76,11 @@ class PairLengths:
     def sizes(pair: Pair) -> tuple[int, int]:
         """(chosen, rejected) characters of a pair's sides."""
         return len(_side_text(pair.chosen)), len(_side_text(pair.rejected))
+
+    @staticmethod
+    def sizes_of(chosen: str | list[dict[str, Any]], rejected: str | list[dict[str, Any]]) -> tuple[int, int]:
+        """The same for a pair row's sides as `pair` writes them: strings, or one assistant message each."""
+        return len(_row_side_text(chosen)), len(_row_side_text(rejected))
 
     def add_sizes(self, reason: str, chosen: int, rejected: int) -> None:
         """One pair by its reason and its sides' lengths (what a worker process sends back)."""

@@ -155,3 +155,51 @@ def test_without_reference_the_judges_completeness_rejects_an_early_stop():
     out = pairs(record, score_by="judge")
     assert [(p.chosen_index, p.rejected_index, p.reason) for p in out.pairs] == [
         (0, 2, "rejected_degenerate"), (0, 1, "rejected_omission")]
+
+
+def _row_cases():
+    """Records of every shape `pair` meets: prompt or messages (extras, text parts), token ids and a
+    rendered prompt, judge scores, failed checks, the reference chosen, no reference, odd extras."""
+    from dpominer.checks import parse_specs
+
+    texts = [(NEAR, "stop"), (LOOP, "length"), (PASSAGE, "stop"), (WORSE, "stop"), (OTHER_LOOP, "length")]
+    yield scored(texts)
+    yield scored(texts, messages=True)
+    yield scored([(LOOP, "length"), (WORSE, "stop"), (GARBLED, "stop")])  # the reference is chosen
+    chat = candidate_record("chat", texts, PASSAGE, messages=True)
+    chat["messages"] = [{"role": "system", "content": "Be exact.", "name": None, "meta": {"a": None, "b": [1]}},
+                        {"role": "user", "content": [{"type": "text", "text": "Transcribe: "},
+                                                     {"type": "text", "text": PASSAGE, "cache": None}]}]
+    chat["rendered_prompt"] = "<|user|>Transcribe"
+    for i, cand in enumerate(chat["candidates"]):
+        cand |= {"token_ids": [i, 7, 7, 9], "seed": i, "extra": {"x": None}}
+    yield score_record(CandidateRecord.model_validate(chat), ScoreConfig())
+    checked = CandidateRecord.model_validate(candidate_record("chk", texts + [(PASSAGE + " TODO", "stop")]))
+    yield score_record(checked, ScoreConfig(checks=parse_specs(["regex-forbid:TODO"])))
+    judged = scored(texts, reference=None)
+    for cand in judged.candidates:
+        cand.judge = {"score": 0.9 - 0.2 * cand.index, "criteria": None if cand.index else {"completeness": 8}}
+    yield judged
+    odd = scored(texts)
+    odd.candidates[2].fidelity, odd.candidates[3].fidelity = {}, {}  # empty: copied as the candidate's field
+    yield odd
+
+
+def test_pair_rows_are_the_pairs_as_the_model_writes_them():
+    """`pair` writes rows built without validating again: byte for byte, key order included, what
+    ``Pair.model_dump(exclude_none=True)`` of :func:`make_pairs`'s pairs gives."""
+    import orjson
+
+    from dpominer.pairing import pair_rows
+
+    seen = 0
+    for record in _row_cases():
+        for policy in ({}, {"chosen_from": "reference"}, {"score_by": "judge"}, {"max_pairs_per_doc": 10}):
+            cfg = PairConfig(**policy)
+            rows, why = pair_rows(record, cfg)
+            outcome = make_pairs(record, cfg)
+            assert why == outcome.no_pair_reason
+            assert [orjson.dumps(row) for row in rows] == [
+                orjson.dumps(pair.model_dump(exclude_none=True)) for pair in outcome.pairs]
+            seen += len(rows)
+    assert seen > 30
