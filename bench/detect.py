@@ -1,7 +1,10 @@
 """Detector speed on 4 KB candidates with references, against a plain per-candidate baseline; and
 detect + fidelity, in-process and as `dpominer score` over all cores, against the code before issue 13.
 
-    python bench/detect.py [--n 2000] [--score-n 8000] [--baseline a70f01a]
+    python bench/detect.py [--n 2000] [--score-n 8000] [--baseline a70f01a|none] [--score-only]
+
+``--score-only`` times only `dpominer score` (wall clock, ``--workers 1`` and every core): the
+throughput a user sees, which on a quiet machine is the number to read.
 
 Baseline (run side by side on the same candidates): what a tool without this detector does per
 candidate — Whisper's compression ratio plus a straightforward tail-repeat check that tries every
@@ -121,9 +124,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--score-n", type=int, default=8000, help="candidates for the `dpominer score` runs")
-    parser.add_argument("--baseline", default=BEFORE_ISSUE_13, help="git ref of the code to compare against")
+    parser.add_argument("--baseline", default=BEFORE_ISSUE_13, help="git ref of the code to compare against "
+                                                                     "(none: no baseline)")
+    parser.add_argument("--score-only", action="store_true", help="only the `dpominer score` runs")
     args = parser.parse_args()
-    base_code = checkout(args.baseline)
+    base_code = checkout(args.baseline) if args.baseline != "none" else None
+    if args.score_only:
+        score_rates(candidates(args.score_n, seed=1), base_code, args.baseline)
+        return
     items = candidates(args.n)
     fidelity(*items[0][::2])  # imports and caches warmed outside the timings
     ours = rate(lambda t, f, r: detect(t, finish_reason=f, reference=r), items)

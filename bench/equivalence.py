@@ -8,9 +8,10 @@
    candidates, the `pair` bench's short candidates and hostile text (CJK, Thai, combining marks, every
    kind of Unicode space, astral characters, digits, long single-character runs, empty and blank
    strings), each against its reference, another text's reference, and none.
-2. End to end: `dpominer score` and `dpominer pair` of both codes on one candidates file built from the
-   same texts (8 per document); this checkout with ``--workers 1`` and ``--workers 2``. The output
-   files must be byte-identical.
+2. End to end: `dpominer score` and `dpominer pair` of both codes on candidates files built from the
+   same texts (8 per document, some repeated within their document as sampling repeats itself; the
+   prompt as a string, then as a chat message); this checkout with ``--workers 1`` and ``--workers 2``.
+   The output files must be byte-identical.
 
 Prints the counts compared and every difference found (none: exit 0).
 """
@@ -117,9 +118,12 @@ def compare_functions(rows: list[dict], old_degeneration, old_fidelity) -> int:
     return diffs
 
 
-def candidate_file(rows: list[dict], path: Path, old_fidelity, per_doc: int = 8) -> Path:
+def candidate_file(rows: list[dict], path: Path, old_fidelity, per_doc: int = 8, messages: bool = False) -> Path:
     """8 candidates per document, sharing the first one's reference; candidates the baseline cannot
-    score against that reference (the crash counted above) are left out, so both codes run to the end."""
+    score against that reference (the crash counted above) are left out, so both codes run to the end.
+    Every third document repeats candidates, as sampling does: one exactly (its scores may be reused),
+    one with another finish reason and one without its token ids (they may not). ``messages``: the
+    prompt as a chat message (a file holds one prompt form)."""
     def scorable(row: dict, reference: str | None) -> bool:
         try:
             return reference is None or old_fidelity.fidelity(row["text"], reference) is not None
@@ -127,13 +131,18 @@ def candidate_file(rows: list[dict], path: Path, old_fidelity, per_doc: int = 8)
             return False
 
     with path.open("w") as out:
-        for start in range(0, len(rows), per_doc):
+        for doc, start in enumerate(range(0, len(rows), per_doc)):
             group = [r for r in rows[start:start + per_doc] if scorable(r, rows[start]["reference"])]
             if not group or group[0] is not rows[start]:
                 continue
+            if doc % 3 == 0:
+                flipped = "length" if group[0]["finish_reason"] == "stop" else "stop"
+                group += [group[-1], group[0] | {"finish_reason": flipped}, group[-1] | {"token_ids": None}]
             cands = [{"index": i, "text": r["text"], "finish_reason": r["finish_reason"] or "stop",
                       **({"token_ids": r["token_ids"]} if r.get("token_ids") else {})} for i, r in enumerate(group)]
-            record = {"id": f"d{start}", "prompt": "Transcribe.", "candidates": cands}
+            prompt = ({"messages": [{"role": "user", "content": "Transcribe."}]} if messages
+                      else {"prompt": "Transcribe."})
+            record = {"id": f"d{start}", **prompt, "candidates": cands}
             if group[0]["reference"] is not None:
                 record["reference"] = group[0]["reference"]
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -143,18 +152,20 @@ def candidate_file(rows: list[dict], path: Path, old_fidelity, per_doc: int = 8)
 def compare_cli(rows: list[dict], base: Path, old_fidelity) -> int:
     diffs = 0
     with tempfile.TemporaryDirectory() as tmp:
-        src = candidate_file(rows, Path(tmp) / "c.jsonl", old_fidelity)
-        for stage in ("score", "pair"):
-            outputs = {}
-            for label, code, flags in (("baseline", base, ("--workers", "1")), ("1 worker", ROOT, ("--workers", "1")),
-                                       ("2 workers", ROOT, ("--workers", "2"))):
-                dst = Path(tmp) / f"{stage}-{label.replace(' ', '')}.jsonl"
-                run_cli(code, stage, str(src), "-o", str(dst), *flags)
-                outputs[label] = dst.read_bytes()
-            same = [label for label, data in outputs.items() if data == outputs["baseline"]]
-            lines = outputs["baseline"].count(b"\n")
-            print(f"  {stage}: {lines} lines; identical to the baseline: {', '.join(same[1:]) or 'none'}")
-            diffs += len(outputs) - len(same)
+        for form in ("prompt", "messages"):
+            src = candidate_file(rows, Path(tmp) / f"{form}.jsonl", old_fidelity, messages=form == "messages")
+            for stage in ("score", "pair"):
+                outputs = {}
+                for label, code, flags in (("baseline", base, ("--workers", "1")),
+                                           ("1 worker", ROOT, ("--workers", "1")),
+                                           ("2 workers", ROOT, ("--workers", "2"))):
+                    dst = Path(tmp) / f"{stage}-{label.replace(' ', '')}.jsonl"
+                    run_cli(code, stage, str(src), "-o", str(dst), *flags)
+                    outputs[label] = dst.read_bytes()
+                same = [label for label, data in outputs.items() if data == outputs["baseline"]]
+                lines = outputs["baseline"].count(b"\n")
+                print(f"  {stage} ({form}): {lines} lines; identical to the baseline: {', '.join(same[1:]) or 'none'}")
+                diffs += len(outputs) - len(same)
     return diffs
 
 

@@ -23,7 +23,17 @@ from .degeneration import DetectorConfig, detect
 from .fidelity import FidelityConfig, fidelity_and_word_ratio, word_ratio
 from .images import rebase_record
 from .omission import OmissionConfig, judge_omission, judged_omission
-from .records import CandidateRecord, InputError, Message, Pair, atomic_output, dumps, iter_jsonl
+from .records import (
+    Candidate,
+    CandidateRecord,
+    Degeneration,
+    InputError,
+    Message,
+    Pair,
+    atomic_output,
+    dumps,
+    iter_jsonl,
+)
 from .workers import LineError, map_jsonl, worker_count
 
 
@@ -184,22 +194,52 @@ def check_record(record: CandidateRecord, cfg: ScoreConfig) -> None:
         cand.checks = kept + run_checks(checks, cand.text, document)
 
 
+class _Twins:
+    """What scoring one record computed, by candidate text, for the candidates that repeat an earlier one.
+
+    Sampling repeats itself (at T 0.5, 21 % of a SmolLM2 run's candidates equal an earlier candidate of
+    their document; at T 0 all do), and detection and fidelity are pure: a candidate with an earlier
+    one's text, finish reason, token ids and log-probs gets a copy of its results (the Degeneration
+    shallow-copied: its ``signals`` dict is shared) instead of computing them again."""
+
+    def __init__(self, reference: str | None, cfg: ScoreConfig):
+        self.reference, self.cfg = reference, cfg
+        self.detected: dict[str, tuple[Candidate, Degeneration]] = {}
+        self.measured: dict[str, tuple[dict[str, float], float | None]] = {}
+
+    def detect(self, cand: Candidate) -> Degeneration:
+        twin = self.detected.get(cand.text)
+        if twin is not None and (twin[0].finish_reason, twin[0].token_ids, twin[0].token_logprobs) == (
+                cand.finish_reason, cand.token_ids, cand.token_logprobs):
+            return twin[1].model_copy()
+        found = detect(cand.text, token_ids=cand.token_ids, finish_reason=cand.finish_reason,
+                       reference=self.reference, token_logprobs=cand.token_logprobs, cfg=self.cfg.detector)
+        self.detected.setdefault(cand.text, (cand, found))
+        return found
+
+    def fidelity(self, text: str) -> tuple[dict[str, float], float | None]:
+        """(scores, word ratio): the omission verdict reuses fidelity's word counts."""
+        twin = self.measured.get(text)
+        if twin is None:
+            twin = self.measured[text] = fidelity_and_word_ratio(text, self.reference or "", self.cfg.fidelity)
+        return dict(twin[0]), twin[1]
+
+
 def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
     """Annotate every candidate with ``degeneration``, ``checks`` (when configured) and, given a
     reference, ``fidelity`` (coverage included) and ``omission``. A user check that raises is a
     CheckError."""
     if cfg.checks:
         check_record(record, cfg)
+    twins = _Twins(record.reference, cfg)
     for cand in record.candidates:
         if cand.degeneration is None or cfg.rescore:
-            cand.degeneration = detect(cand.text, token_ids=cand.token_ids, finish_reason=cand.finish_reason,
-                                       reference=record.reference, token_logprobs=cand.token_logprobs,
-                                       cfg=cfg.detector)
+            cand.degeneration = twins.detect(cand)
         if record.reference is None:
             continue
-        measured = None  # (scores, word ratio): the omission verdict reuses fidelity's word counts
+        measured = None  # (scores, word ratio)
         if cand.fidelity is None or "coverage" not in cand.fidelity or cfg.rescore:
-            measured = fidelity_and_word_ratio(cand.text, record.reference, cfg.fidelity)
+            measured = twins.fidelity(cand.text)
             cand.fidelity = measured[0]
         if cand.finish_reason != "error" and (cand.omission is None or cfg.rescore):
             ratio = measured[1] if measured else word_ratio(cand.text, record.reference, cfg.fidelity)
