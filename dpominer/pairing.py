@@ -37,8 +37,8 @@ from rapidfuzz import fuzz
 
 from .images import dump_refs, rebase_record
 from .records import Candidate, CandidateRecord, Pair, SideScores, atomic_output, dumps
-from .scoring import CandidateFacts, PairLengths, Progress, ScoreConfig, Summary, count_facts, facts, scored
-from .workers import Outcome, map_jsonl, worker_count
+from .scoring import CandidateFacts, PairLengths, Progress, ScoreConfig, Summary, count_facts, facts, scored_chunk
+from .workers import LineError, Outcome, map_jsonl, worker_count
 
 
 class PairConfig(BaseModel):
@@ -288,7 +288,8 @@ def pair_rows(record: CandidateRecord, cfg: PairConfig) -> tuple[list[dict[str, 
         return [], picked
     if record.images:
         return [pair.model_dump(exclude_none=True) for pair in make_pairs(record, cfg).pairs], None
-    chosen_scores = (SideScores.of_reference() if picked.chosen is None else SideScores.of(picked.chosen)).model_dump()
+    chosen_scores = (SideScores.of_reference().model_dump() if picked.chosen is None
+                     else SideScores.fields_of(picked.chosen))
     prompt = record.prompt_value()
     rows = [_pair_fields(record, picked, prompt, chosen_scores, cand, reason, SideScores.fields_of(cand))
             for cand, reason in picked.rejected]
@@ -312,15 +313,21 @@ class _SamePromptForm:
 PairFacts = tuple[bytes, list[CandidateFacts], list[tuple[str, str, int, int]], str | None]
 
 
-def _pair_one(record: CandidateRecord, cfg: PairRunConfig, src_dir: Path, dst_dir: Path) -> PairFacts:
+def _pair_facts(record: CandidateRecord, cfg: PairConfig, src_dir: Path, dst_dir: Path) -> PairFacts:
     """The pairs' lines, the candidates' facts, each pair's (reason, chosen source, chosen and rejected
     characters), why no pair. Image paths are rewritten to resolve from the output's folder."""
-    scored(record, cfg.score)
-    rows, no_pair = pair_rows(record, cfg.policy)
+    rows, no_pair = pair_rows(record, cfg)
     lines = b"".join(dumps(rebase_record(row, src_dir, dst_dir)) for row in rows)
     kinds = [(row["reason"], row["chosen_source"], *PairLengths.sizes_of(row["chosen"], row["rejected"]))
              for row in rows]
     return lines, facts(record), kinds, no_pair
+
+
+def _pair_chunk(records: list[CandidateRecord], cfg: PairRunConfig, src_dir: Path,
+                dst_dir: Path) -> list[PairFacts | LineError]:
+    """A chunk of records scored, then paired (see :func:`scoring.score_records` for why by chunk)."""
+    return [error or _pair_facts(record, cfg.policy, src_dir, dst_dir)
+            for record, error in zip(records, scored_chunk(records, cfg.score), strict=True)]
 
 
 def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = False,
@@ -328,7 +335,7 @@ def run_pair(src: Path, dst: Path, cfg: PairRunConfig, *, skip_invalid: bool = F
     """Pairs of every record of ``src`` into ``dst`` on ``workers`` processes (0: all cores), in input order."""
     summary = Summary()
     with atomic_output(dst) as out:
-        work = partial(_pair_one, cfg=cfg, src_dir=src.parent, dst_dir=dst.parent)
+        work = partial(_pair_chunk, cfg=cfg, src_dir=src.parent, dst_dir=dst.parent)
         for lines, candidates, kinds, no_pair in map_jsonl(
                 src, CandidateRecord, work, workers=worker_count(workers, src), skip_invalid=skip_invalid,
                 on_skip=summary.skipped, on_line=progress, check=_SamePromptForm()):

@@ -194,57 +194,81 @@ def check_record(record: CandidateRecord, cfg: ScoreConfig) -> None:
         cand.checks = kept + run_checks(checks, cand.text, document)
 
 
-class _Twins:
-    """What scoring one record computed, by candidate text, for the candidates that repeat an earlier one.
+class _Scoring:
+    """One record's scoring: detection, then fidelity and omission, with what it computed by candidate
+    text for the candidates that repeat an earlier one.
 
     Sampling repeats itself (at T 0.5, 21 % of a SmolLM2 run's candidates equal an earlier candidate of
     their document; at T 0 all do), and detection and fidelity are pure: a candidate with an earlier
     one's text, finish reason, token ids and log-probs gets a copy of its results (the Degeneration
     shallow-copied: its ``signals`` dict is shared) instead of computing them again."""
 
-    def __init__(self, reference: str | None, cfg: ScoreConfig):
-        self.reference, self.cfg = reference, cfg
+    def __init__(self, record: CandidateRecord, cfg: ScoreConfig):
+        self.record, self.cfg = record, cfg
         self.detected: dict[str, tuple[Candidate, Degeneration]] = {}
         self.measured: dict[str, tuple[dict[str, float], float | None]] = {}
 
-    def detect(self, cand: Candidate) -> Degeneration:
+    def detect(self) -> None:
+        for cand in self.record.candidates:
+            if cand.degeneration is None or self.cfg.rescore:
+                cand.degeneration = self._detected(cand)
+
+    def _detected(self, cand: Candidate) -> Degeneration:
         twin = self.detected.get(cand.text)
         if twin is not None and (twin[0].finish_reason, twin[0].token_ids, twin[0].token_logprobs) == (
                 cand.finish_reason, cand.token_ids, cand.token_logprobs):
             return twin[1].model_copy()
         found = detect(cand.text, token_ids=cand.token_ids, finish_reason=cand.finish_reason,
-                       reference=self.reference, token_logprobs=cand.token_logprobs, cfg=self.cfg.detector)
+                       reference=self.record.reference, token_logprobs=cand.token_logprobs, cfg=self.cfg.detector)
         self.detected.setdefault(cand.text, (cand, found))
         return found
 
-    def fidelity(self, text: str) -> tuple[dict[str, float], float | None]:
-        """(scores, word ratio): the omission verdict reuses fidelity's word counts."""
-        twin = self.measured.get(text)
-        if twin is None:
-            twin = self.measured[text] = fidelity_and_word_ratio(text, self.reference or "", self.cfg.fidelity)
-        return dict(twin[0]), twin[1]
+    def measure(self) -> None:
+        """Fidelity (coverage included) and the omission verdict, given a reference; after :meth:`detect`."""
+        reference, cfg = self.record.reference, self.cfg
+        if reference is None:
+            return
+        for cand in self.record.candidates:
+            measured = None  # (scores, word ratio): the omission verdict reuses fidelity's word counts
+            if cand.fidelity is None or "coverage" not in cand.fidelity or cfg.rescore:
+                measured = self.measured.get(cand.text)
+                if measured is None:
+                    measured = self.measured[cand.text] = fidelity_and_word_ratio(cand.text, reference, cfg.fidelity)
+                cand.fidelity = dict(measured[0])
+            if cand.finish_reason != "error" and (cand.omission is None or cfg.rescore):
+                ratio = measured[1] if measured else word_ratio(cand.text, reference, cfg.fidelity)
+                cand.omission = judge_omission(cand.fidelity["coverage"], cand.finish_reason,
+                                               cand.degeneration.verdict == "degenerate", cfg.omission, ratio)
+
+
+def score_records(records: list[CandidateRecord], cfg: ScoreConfig) -> list[CheckError | None]:
+    """:func:`score_record` on many records, stage by stage: every record's checks, then every
+    candidate's detection, then fidelity and omission. Each stage's code stays in the CPU's caches
+    from one record to the next (about a tenth faster than record by record on short candidates).
+    Per record, the CheckError a user check raised (that record is left unscored) or None."""
+    errors: list[CheckError | None] = []
+    for record in records:
+        try:
+            if cfg.checks:
+                check_record(record, cfg)
+            errors.append(None)
+        except CheckError as exc:
+            errors.append(exc)
+    scorings = [_Scoring(record, cfg) for record, error in zip(records, errors, strict=True) if error is None]
+    for scoring in scorings:
+        scoring.detect()
+    for scoring in scorings:
+        scoring.measure()
+    return errors
 
 
 def score_record(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
     """Annotate every candidate with ``degeneration``, ``checks`` (when configured) and, given a
     reference, ``fidelity`` (coverage included) and ``omission``. A user check that raises is a
     CheckError."""
-    if cfg.checks:
-        check_record(record, cfg)
-    twins = _Twins(record.reference, cfg)
-    for cand in record.candidates:
-        if cand.degeneration is None or cfg.rescore:
-            cand.degeneration = twins.detect(cand)
-        if record.reference is None:
-            continue
-        measured = None  # (scores, word ratio)
-        if cand.fidelity is None or "coverage" not in cand.fidelity or cfg.rescore:
-            measured = twins.fidelity(cand.text)
-            cand.fidelity = measured[0]
-        if cand.finish_reason != "error" and (cand.omission is None or cfg.rescore):
-            ratio = measured[1] if measured else word_ratio(cand.text, record.reference, cfg.fidelity)
-            cand.omission = judge_omission(cand.fidelity["coverage"], cand.finish_reason,
-                                           cand.degeneration.verdict == "degenerate", cfg.omission, ratio)
+    [error] = score_records([record], cfg)
+    if error is not None:
+        raise error
     return record
 
 
@@ -302,18 +326,16 @@ def read_records(path: Path, skip_invalid: bool, summary: Summary, progress: Pro
                       on_line=progress, check=check)
 
 
-def scored(record: CandidateRecord, cfg: ScoreConfig) -> CandidateRecord:
-    """:func:`score_record` in a worker: a user check's failure stops the run at this record's line."""
-    try:
-        return score_record(record, cfg)
-    except CheckError as exc:
-        raise LineError(f"{exc} (document {record.id!r})") from None
+def scored_chunk(records: list[CandidateRecord], cfg: ScoreConfig) -> list[LineError | None]:
+    """:func:`score_records` in a worker: a user check's failure stops the run at its record's line."""
+    return [None if error is None else LineError(f"{error} (document {record.id!r})")
+            for record, error in zip(records, score_records(records, cfg), strict=True)]
 
 
-def _score_one(record: CandidateRecord, cfg: ScoreConfig, src_dir: Path,
-               dst_dir: Path) -> tuple[bytes, list[CandidateFacts]]:
-    scored(record, cfg)
-    return dumps(rebase_record(record.model_dump(exclude_none=True), src_dir, dst_dir)), facts(record)
+def _score_chunk(records: list[CandidateRecord], cfg: ScoreConfig, src_dir: Path,
+                 dst_dir: Path) -> list[tuple[bytes, list[CandidateFacts]] | LineError]:
+    return [error or (dumps(rebase_record(record.model_dump(exclude_none=True), src_dir, dst_dir)), facts(record))
+            for record, error in zip(records, scored_chunk(records, cfg), strict=True)]
 
 
 def scored_records(path: Path, cfg: ScoreConfig, skip_invalid: bool, summary: Summary,
@@ -340,7 +362,7 @@ def run_score(src: Path, dst: Path, cfg: ScoreConfig, *, skip_invalid: bool = Fa
     """Score every record of ``src`` into ``dst`` on ``workers`` processes (0: all cores), in input order."""
     summary = Summary()
     with atomic_output(dst) as out:
-        work = partial(_score_one, cfg=cfg, src_dir=src.parent, dst_dir=dst.parent)
+        work = partial(_score_chunk, cfg=cfg, src_dir=src.parent, dst_dir=dst.parent)
         for line, candidates in map_jsonl(src, CandidateRecord, work,
                                           workers=worker_count(workers, src), skip_invalid=skip_invalid,
                                           on_skip=summary.skipped, on_line=progress):

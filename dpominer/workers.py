@@ -30,8 +30,8 @@ AUTO_SERIAL_BYTES = 8 << 20  # with workers=0 (auto), smaller inputs run in-proc
 
 
 class LineError(Exception):
-    """Raised by ``work`` to stop the run at its record's line: ``path:LINE: message``, with or without
-    ``skip_invalid`` (a user check that fails, not a bad line). One message argument, so it pickles."""
+    """Returned by ``work`` for a record to stop the run at its line: ``path:LINE: message``, with or
+    without ``skip_invalid`` (a user check that fails, not a bad line). One message argument, so it pickles."""
 
 
 @dataclass
@@ -55,20 +55,13 @@ def worker_count(requested: int, path: Path) -> int:
     return 1 if small else cores
 
 
-def _run_chunk(model: type[M], work: Callable[[M], T], lines: list[tuple[int, bytes]]):
+def _run_chunk(model: type[M], work: Callable[[list[M]], list[Any]], lines: list[tuple[int, bytes]]):
     """(line number, Outcome or None, problem or None) of every line: what :func:`jsonl.admit` takes."""
-    out = []
-    for lineno, raw in lines:
-        record, problem = parse_line(raw, model)
-        outcome = None
-        if record is not None:
-            try:
-                result = work(record)
-            except LineError as exc:
-                result = exc  # raised in file order, by :func:`_results`
-            outcome = Outcome(getattr(record, "id", None), getattr(record, "conversational", None), result)
-        out.append((lineno, outcome, problem))
-    return out
+    parsed = [(lineno, *parse_line(raw, model)) for lineno, raw in lines]
+    results = iter(work([record for _, record, _ in parsed if record is not None]))
+    return [(lineno, None if record is None else Outcome(getattr(record, "id", None),
+                                                          getattr(record, "conversational", None), next(results)),
+             problem) for lineno, record, problem in parsed]
 
 
 def _chunks(lines: Iterator[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]:
@@ -83,15 +76,18 @@ def _chunks(lines: Iterator[tuple[int, bytes]]) -> Iterator[list[tuple[int, byte
         yield chunk
 
 
-def map_jsonl(path: Path, model: type[M], work: Callable[[M], T], *, workers: int = 1, skip_invalid: bool = False,
-              on_skip: Callable[[str], None] | None = None, on_line: Callable[[bytes], None] | None = None,
+def map_jsonl(path: Path, model: type[M], work: Callable[[list[M]], list[T | LineError]], *, workers: int = 1,
+              skip_invalid: bool = False, on_skip: Callable[[str], None] | None = None,
+              on_line: Callable[[bytes], None] | None = None,
               check: Callable[[Outcome], None] | None = None) -> Iterator[T]:
-    """``work(record)`` for every good record of ``path``, in file order; bad lines as
-    :func:`jsonl.iter_jsonl` treats them (``check`` sees an :class:`Outcome`). ``work`` must be pure and
-    picklable: a module-level function, or a partial of one."""
+    """The result of every good record of ``path``, in file order; bad lines as :func:`jsonl.iter_jsonl`
+    treats them (``check`` sees an :class:`Outcome`). ``work`` takes a chunk's records and returns one
+    result per record, in order (a chunk at a time, so it can run each stage over all of them); a
+    :class:`LineError` result stops the run at its record's line. ``work`` must be pure and picklable:
+    a module-level function, or a partial of one."""
     lines = read_lines(path, on_line)
     if workers <= 1:
-        parsed = (row for line in lines for row in _run_chunk(model, work, [line]))
+        parsed = (row for chunk in _chunks(lines) for row in _run_chunk(model, work, chunk))
         yield from _results(path, admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check))
         return
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -110,7 +106,7 @@ def _results(path: Path, admitted: Iterator[tuple[Outcome, int]]) -> Iterator[An
         yield outcome.result
 
 
-def _in_order(pool: ProcessPoolExecutor, model: type[M], work: Callable[[M], T],
+def _in_order(pool: ProcessPoolExecutor, model: type[M], work: Callable[[list[M]], list[Any]],
               chunks: Iterator[list[tuple[int, bytes]]], in_flight: int):
     pending: deque[Future] = deque()
     for chunk in chunks:

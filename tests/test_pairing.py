@@ -203,3 +203,21 @@ def test_pair_rows_are_the_pairs_as_the_model_writes_them():
                 orjson.dumps(pair.model_dump(exclude_none=True)) for pair in outcome.pairs]
             seen += len(rows)
     assert seen > 30
+
+
+def test_a_repeated_candidate_scores_as_if_alone():
+    """A candidate equal to an earlier one of its document reuses its scores (a copy, not the object);
+    one differing only in finish reason or token ids is scored on its own."""
+    texts = [(LOOP, "length"), (PASSAGE, "stop"), (LOOP, "length"), (LOOP, "stop"), (PASSAGE, "stop")]
+    record = CandidateRecord.model_validate(candidate_record("doc", texts, PASSAGE))
+    record.candidates[4].token_ids = [1, 2, 3]
+    together = score_record(record, ScoreConfig())
+    for cand in together.candidates:
+        alone = CandidateRecord.model_validate(candidate_record("doc", [(cand.text, cand.finish_reason)], PASSAGE))
+        alone.candidates[0].token_ids = cand.token_ids
+        expected = score_record(alone, ScoreConfig()).candidates[0]
+        assert cand.model_dump(exclude={"index"}) == expected.model_dump(exclude={"index"})
+    first, again = together.candidates[0], together.candidates[2]
+    assert again.degeneration is not first.degeneration and again.fidelity is not first.fidelity
+    assert together.candidates[3].degeneration.verdict != first.degeneration.verdict or \
+        together.candidates[3].degeneration.why != first.degeneration.why  # stopped, not cut off: its own verdict
