@@ -220,35 +220,55 @@ def _clipped_matches(hyp_keys: list[int], ref_counts: Counter, ref_distinct: boo
     return sum(map(min, hyp_counts.values(), map(ref_counts.get, hyp_counts, repeat(0))))
 
 
-def _clipped_matches_vector(hyp_codes: Any, ref: _ReferenceNgrams) -> list[int]:
-    """The same for all four orders at once, with numpy: each of the hypothesis's n-grams looked up
-    among the reference's sorted keys, the hits counted per reference n-gram and clipped there. A
-    word the reference lacks (id 0) becomes ``base - 1``, so its n-grams keep a non-zero leading digit
-    (their order's key range) and match nothing. Few numpy calls: on short texts each call's overhead
-    is the cost."""
+def _clipped_matches_vectors(hyp_codes: list[Any], ref: _ReferenceNgrams) -> list[list[int]]:
+    """The same for all four orders of several hypotheses at once, with numpy: each n-gram looked up
+    among the reference's sorted keys, the hits counted per (hypothesis, reference n-gram) and clipped
+    there. A word the reference lacks (id 0) becomes ``base - 1``, so its n-grams keep a non-zero
+    leading digit (their order's key range) and match nothing; the hypotheses are joined with such a
+    word between them, so no n-gram that spans two can match. Few numpy calls for all of them: on short
+    texts each call's overhead is the cost."""
     import numpy as np
 
     ref_keys, ref_counts, order_ends = ref.sorted_keys
-    ids = _as_array(hyp_codes)
+    if all(isinstance(codes, str) for codes in hyp_codes):
+        ids = _as_array("\0".join(hyp_codes))
+    else:  # a vocabulary past the code points: lists of ids
+        ids = _as_array([i for codes in hyp_codes for i in (*_ids(codes), 0)][:-1])
     ids[ids == 0] = ref.base - 1
     at = ref_keys.searchsorted(keys := np.concatenate(_ngram_keys(ids, ref.base)))
-    hits = np.bincount(at[ref_keys[at] == keys], minlength=len(ref_keys))
-    running = np.minimum(hits, ref_counts).cumsum()[order_ends].tolist()  # np.diff: a Python function, slower
-    return [running[n + 1] - running[n] for n in range(4)]
+    starts_in = np.repeat(np.arange(len(hyp_codes)), [len(codes) + 1 for codes in hyp_codes])[: len(ids)]
+    owner = np.concatenate([starts_in[: len(ids) - n] for n in range(4)])  # the hypothesis of each key
+    hit = ref_keys[at] == keys
+    hits = np.bincount(owner[hit] * len(ref_keys) + at[hit], minlength=len(hyp_codes) * len(ref_keys))
+    running = np.minimum(hits.reshape(len(hyp_codes), -1), ref_counts).cumsum(axis=1)[:, order_ends]
+    return (running[:, 1:] - running[:, :-1]).tolist()
 
 
-def _matches_per_order(hyp_codes: Any, n_hyp: int, ref: _ReferenceNgrams, orders: int) -> list[int]:
-    if n_hyp >= VECTOR_WORDS and ref.base**4 < 2**63:  # long, and keys fit in int64
-        return _clipped_matches_vector(hyp_codes, ref)[:orders]
-    keys = _ngram_keys(_ids(hyp_codes), ref.base)
-    return [_clipped_matches(keys[n], ref.counts[n], ref.distinct[n]) for n in range(orders)]
+VECTOR_CELLS = 1 << 20  # hypotheses × reference n-grams counted in one call (int64 each): bounds its memory
 
 
-def _bleu(hyp_codes: Any, n_hyp: int, ref: _ReferenceNgrams) -> float:
+def _matches_many(hyp_codes: list[Any], n_hyps: list[int], ref: _ReferenceNgrams) -> list[list[int]]:
+    """Per hypothesis, the clipped matches of each n-gram order up to min(4, its words)."""
+    out: list[Any] = [None] * len(hyp_codes)
+    long_ = [i for i, n in enumerate(n_hyps) if n >= VECTOR_WORDS] if ref.base**4 < 2**63 else []  # int64 keys
+    if long_:
+        per_call = max(1, VECTOR_CELLS // len(ref.sorted_keys[0]))
+        for start in range(0, len(long_), per_call):
+            group = long_[start:start + per_call]
+            for i, matches in zip(group, _clipped_matches_vectors([hyp_codes[i] for i in group], ref), strict=True):
+                out[i] = matches
+    for i, n_hyp in enumerate(n_hyps):
+        if out[i] is None:
+            keys = _ngram_keys(_ids(hyp_codes[i]), ref.base)
+            out[i] = [_clipped_matches(keys[n], ref.counts[n], ref.distinct[n]) for n in range(min(4, n_hyp))]
+    return out
+
+
+def _bleu(matches: list[int], n_hyp: int, ref: _ReferenceNgrams) -> float:
+    """BLEU-4 from the clipped matches of each order (:func:`_matches_many`)."""
     if not n_hyp or not ref.length:
         return float(not n_hyp and not ref.length)
-    log_precisions = [math.log((matches or 0.1) / (n_hyp - n)) for n, matches in
-                      enumerate(_matches_per_order(hyp_codes, n_hyp, ref, min(4, n_hyp)))]
+    log_precisions = [math.log((hits or 0.1) / (n_hyp - n)) for n, hits in enumerate(matches)]
     brevity = 1.0 if n_hyp > ref.length else math.exp(1 - ref.length / n_hyp)
     return brevity * math.exp(sum(log_precisions) / len(log_precisions))
 
@@ -263,7 +283,7 @@ def bleu4(hypothesis: str, reference: str) -> float:
     that order, and one numpy sort over all orders for long hypotheses."""
     ref = _reference_ngrams(reference)
     hyp = hypothesis.split()
-    return _bleu(_encode(hyp, ref.vocab), len(hyp), ref)
+    return _bleu(_matches_many([_encode(hyp, ref.vocab)], [len(hyp)], ref)[0], len(hyp), ref)
 
 
 def _distance(metric, a, b) -> int:
@@ -310,20 +330,29 @@ def _coverage_codes(hyp: str, hyp_split: list[str], hyp_codes: Any, ref: _Refere
     return _encode(hyp_words, vocab), ref_codes, len(hyp_words)
 
 
-def fidelity_and_word_ratio(hypothesis: str, reference: str,
-                            cfg: FidelityConfig | None = None) -> tuple[dict[str, float], float | None]:
-    """:func:`fidelity`, and :func:`word_ratio` from the same words."""
+def fidelity_many(hypotheses: list[str], reference: str,
+                  cfg: FidelityConfig | None = None) -> list[tuple[dict[str, float], float | None]]:
+    """:func:`fidelity_and_word_ratio` of several candidates against one reference; BLEU-4's n-grams of
+    all of them are counted together (a few numpy calls instead of a few per candidate)."""
     cfg = cfg or FidelityConfig()
     ref = _prepared(reference, cfg)
-    hyp, hyp_split = _normalised_words(hypothesis, cfg)
+    normal = [_normalised_words(hypothesis, cfg) for hypothesis in hypotheses]
+    codes = [_encode(hyp_split, ref.ngrams.vocab) for _, hyp_split in normal]
+    matches = _matches_many(codes, [len(hyp_split) for _, hyp_split in normal], ref.ngrams)
+    return [_scores(hyp, hyp_split, hyp_codes, hyp_matches, ref)
+            for (hyp, hyp_split), hyp_codes, hyp_matches in zip(normal, codes, matches, strict=True)]
+
+
+def _scores(hyp: str, hyp_split: list[str], hyp_codes: Any, matches: list[int],
+            ref: _Reference) -> tuple[dict[str, float], float | None]:
+    """One normalised candidate's metrics, and its word ratio."""
     ngrams = ref.ngrams
-    hyp_codes = _encode(hyp_split, ngrams.vocab)
     distance = _distance(Levenshtein, hyp, ref.text)  # once, for both CER and similarity
     # every substitution is a deletion and an insertion: the Indel distance is at most twice this
     indel = Indel.distance(hyp, ref.text, score_cutoff=2 * distance)
     total = len(hyp) + len(ref.text)
     lev_ratio = 1.0 - indel / total if total else 1.0  # python-Levenshtein's ratio()
-    bleu = _bleu(hyp_codes, len(hyp_split), ngrams)
+    bleu = _bleu(matches, len(hyp_split), ngrams)
     if ngrams.length:
         wer_ = _distance(Levenshtein, hyp_codes, ngrams.codes) / ngrams.length
     else:
@@ -340,6 +369,12 @@ def fidelity_and_word_ratio(hypothesis: str, reference: str,
         "coverage": round(cover, 6),
     }
     return scores, n_hyp_words / ref.n_words if ref.n_words else None
+
+
+def fidelity_and_word_ratio(hypothesis: str, reference: str,
+                            cfg: FidelityConfig | None = None) -> tuple[dict[str, float], float | None]:
+    """:func:`fidelity`, and :func:`word_ratio` from the same words."""
+    return fidelity_many([hypothesis], reference, cfg)[0]
 
 
 def fidelity(hypothesis: str, reference: str, cfg: FidelityConfig | None = None) -> dict[str, float]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .checks import CheckError, CheckSpec, compiled, resolve_names, run_checks
 from .degeneration import DetectorConfig, detect
-from .fidelity import FidelityConfig, fidelity_and_word_ratio, word_ratio
+from .fidelity import FidelityConfig, fidelity_many, word_ratio
 from .images import rebase_record
 from .omission import OmissionConfig, judge_omission, judged_omission
 from .records import (
@@ -206,7 +206,6 @@ class _Scoring:
     def __init__(self, record: CandidateRecord, cfg: ScoreConfig):
         self.record, self.cfg = record, cfg
         self.detected: dict[str, tuple[Candidate, Degeneration]] = {}
-        self.measured: dict[str, tuple[dict[str, float], float | None]] = {}
 
     def detect(self) -> None:
         for cand in self.record.candidates:
@@ -224,21 +223,25 @@ class _Scoring:
         return found
 
     def measure(self) -> None:
-        """Fidelity (coverage included) and the omission verdict, given a reference; after :meth:`detect`."""
+        """Fidelity (coverage included) and the omission verdict, given a reference; after :meth:`detect`.
+        Each distinct text is measured once, all of them together (:func:`fidelity.fidelity_many`)."""
         reference, cfg = self.record.reference, self.cfg
         if reference is None:
             return
+        texts = list(dict.fromkeys(cand.text for cand in self.record.candidates if self._unmeasured(cand)))
+        measured = dict(zip(texts, fidelity_many(texts, reference, cfg.fidelity), strict=True))
         for cand in self.record.candidates:
-            measured = None  # (scores, word ratio): the omission verdict reuses fidelity's word counts
-            if cand.fidelity is None or "coverage" not in cand.fidelity or cfg.rescore:
-                measured = self.measured.get(cand.text)
-                if measured is None:
-                    measured = self.measured[cand.text] = fidelity_and_word_ratio(cand.text, reference, cfg.fidelity)
-                cand.fidelity = dict(measured[0])
+            got = None  # (scores, word ratio): the omission verdict reuses fidelity's word counts
+            if self._unmeasured(cand):
+                got = measured[cand.text]
+                cand.fidelity = dict(got[0])
             if cand.finish_reason != "error" and (cand.omission is None or cfg.rescore):
-                ratio = measured[1] if measured else word_ratio(cand.text, reference, cfg.fidelity)
+                ratio = got[1] if got else word_ratio(cand.text, reference, cfg.fidelity)
                 cand.omission = judge_omission(cand.fidelity["coverage"], cand.finish_reason,
                                                cand.degeneration.verdict == "degenerate", cfg.omission, ratio)
+
+    def _unmeasured(self, cand: Candidate) -> bool:
+        return cand.fidelity is None or "coverage" not in cand.fidelity or self.cfg.rescore
 
 
 def score_records(records: list[CandidateRecord], cfg: ScoreConfig) -> list[CheckError | None]:

@@ -174,3 +174,22 @@ def test_a_long_candidate_against_a_reference_of_under_four_words():
         hyp = "a b c d " * 60
         assert bleu4(hyp, ref) == pytest.approx(_bleu4_with_tuples(hyp, ref), rel=1e-12)
         assert fidelity(hyp, ref)["bleu4"] == round(_bleu4_with_tuples(hyp, ref), 6)
+
+
+def test_candidates_measured_together_score_as_one_by_one(monkeypatch):
+    """fidelity_many counts BLEU-4's n-grams of all its candidates in one set of numpy calls (joined
+    with an unknown word between them): each candidate's scores are the ones it gets alone, whatever
+    the mix of short and long candidates, and however many are counted per call."""
+    from dpominer import fidelity as fid
+
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(80)] + ["東京", "é"]
+    for _ in range(30):
+        ref = " ".join(rng.choices(vocab[:60], k=rng.randrange(1, 150)))
+        hyps = [" ".join(rng.choices(vocab, k=rng.randrange(0, 200))) for _ in range(rng.randrange(1, 9))]
+        hyps.append(ref.split()[0] + (" " + ref) * 3)  # a loop of the whole reference
+        alone = [fid.fidelity_and_word_ratio(h, ref) for h in hyps]
+        assert fid.fidelity_many(hyps, ref) == alone
+        monkeypatch.setattr(fid, "VECTOR_CELLS", 1)  # one candidate per call
+        assert fid.fidelity_many(hyps, ref) == alone
+        monkeypatch.undo()
