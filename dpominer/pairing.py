@@ -73,8 +73,10 @@ class PairOutcome:
 def _usable(cand: Candidate) -> bool:
     """A candidate the model really wrote: not a failed request (``finish_reason`` "error", what a dead
     server leaves), not blank. Only these become either side of a pair."""
-    # ``error`` is an extra field when present: read the extras (a missing attribute costs an exception)
-    return cand.finish_reason != "error" and not (cand.model_extra or {}).get("error") and bool(cand.text.strip())
+    # ``error`` is an extra field when present: read the extras (a missing attribute costs an exception);
+    # "not blank" without copying the text: str.strip and str.isspace share one definition of whitespace
+    return (cand.finish_reason != "error" and not (cand.model_extra or {}).get("error") and cand.text != ""
+            and not cand.text.isspace())
 
 
 def _verdict(cand: Candidate) -> str:
