@@ -1,7 +1,7 @@
 """`dpominer pair` on many synthetic candidates: wall time and peak memory, this checkout against the
 code before issue 13 (one core, slower fidelity), side by side on the same files in the same run.
 
-    python bench/pair_scale.py [--n 1000000] [--baseline a70f01a] [--workers 0]
+    python bench/pair_scale.py [--n 1000000] [--baseline a70f01a|none] [--workers 0]
 
 Each run is a fresh `python -m dpominer pair` process; peak RSS is that process's (os.wait4), which
 with workers is the largest of the main process and its pool. Memory must not grow with N: the ratio
@@ -75,13 +75,14 @@ def run_pair(code: Path, src: Path, dst: Path, *flags: str) -> tuple[float, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="candidates in the large run")
-    parser.add_argument("--baseline", default=BEFORE_ISSUE_13, help="git ref of the code to compare against")
+    parser.add_argument("--baseline", default=BEFORE_ISSUE_13, help="git ref of the code to compare against "
+                                                                     "(none: no baseline)")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     parser.add_argument("--workers", default=str(cores),
                         help="--workers of this checkout's all-core run (default: every core, at both sizes, so "
                              "the memory ratio compares pool with pool)")
     args = parser.parse_args()
-    base = checkout(args.baseline)
+    base = checkout(args.baseline) if args.baseline != "none" else None
     runs = [(f"baseline {args.baseline}", base, ())] if base else []
     runs += [("this checkout, 1 worker", ROOT, ("--workers", "1")),
              (f"this checkout, --workers {args.workers}", ROOT, ("--workers", args.workers))]
