@@ -34,17 +34,21 @@ def versions() -> dict[str, str]:
 class InputDigest:
     """Feeds on the raw lines an input is read as: byte count and blake2b of the content."""
 
+    ADVANCE_BYTES = 1 << 18  # progress is told every 256 KB, not every line (a bar update costs a lock)
+
     def __init__(self, path: Path, advance: Callable[[int], None] | None = None):
         self.path = path
         self.bytes = 0
         self._hash = hashlib.blake2b(digest_size=16)
         self._advance = advance
+        self._told = 0  # bytes the progress callback has been given
 
     def __call__(self, raw: bytes) -> None:
         self.bytes += len(raw)
         self._hash.update(raw)
-        if self._advance is not None:
-            self._advance(len(raw))
+        if self._advance is not None and self.bytes - self._told >= self.ADVANCE_BYTES:
+            self._advance(self.bytes - self._told)
+            self._told = self.bytes
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "bytes": self.bytes, "blake2b": self._hash.hexdigest()}

@@ -13,10 +13,9 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
@@ -34,9 +33,9 @@ class LineError(Exception):
     without ``skip_invalid`` (a user check that fails, not a bad line). One message argument, so it pickles."""
 
 
-@dataclass
-class Outcome:
-    """A record's ``work`` result, with what the in-order checks need of the record: id and prompt form."""
+class Outcome(NamedTuple):
+    """A record's ``work`` result, with what the in-order checks need of the record: id and prompt form.
+    A named tuple: a chunk's outcomes are unpickled in the main process, and a tuple's are the cheapest."""
 
     id: str | None
     conversational: bool | None
