@@ -9,7 +9,10 @@ and shown as a count; "suspect" is the share of all outputs the detector left un
 labelled without looking at the detector and never tuned on. `real_smollm2_v2.jsonl` (lists, counting,
 tables, forms, five other languages, raw continuations, T 0…1.2, with token log-probs) carries a
 `split` per row: "tune" rows may be looked at and fitted on (bench/fit_detector.py), "heldout" rows
-(a third of the documents, by a hash of the document id) never.
+(a third of the documents, by a hash of the document id) never. `real_smollm2_v3.jsonl` (SmolLM2,
+labelled the same way, each row in its document's split): v2's documents at T 0.7, 0.9 and 1.2; 58 new
+documents (make_docs3.py: prose transcription in en/pt/es, lists, raw continuations, forms) at T 0, 0.5,
+0.7 and 1.0; and the tuning documents of both at T 0.4, 0.6, 0.8 and 1.0 with seed 11 (ids "-s11-").
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ def load(name: str) -> list[dict]:
 
 
 def tuning_rows() -> list[dict]:
-    """Every row the detector may be tuned on: the first set and the v2 rows marked "tune"."""
-    return load("real_smollm2.jsonl") + [r for r in load("real_smollm2_v2.jsonl") if r["split"] == "tune"]
+    """Every row the detector may be tuned on: the first set and the v2/v3 rows marked "tune"."""
+    split = load("real_smollm2_v2.jsonl") + load("real_smollm2_v3.jsonl")
+    return load("real_smollm2.jsonl") + [r for r in split if r["split"] == "tune"]
 
 
 def evaluate(rows: list[dict]) -> dict:
@@ -75,12 +79,14 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=600, help="size of the synthetic set")
     parser.add_argument("--no-heldout", action="store_true", help="while tuning: do not even print the held-out sets")
     args = parser.parse_args()
-    v2 = load("real_smollm2_v2.jsonl")
+    v2, v3 = load("real_smollm2_v2.jsonl"), load("real_smollm2_v3.jsonl")
     sets = {
         "real SmolLM2 (tuned on)": load("real_smollm2.jsonl"),
         "real SmolLM2 (held out)": load("real_smollm2_heldout.jsonl"),
         "v2 (tune)": [r for r in v2 if r["split"] == "tune"],
         "v2 (held out)": [r for r in v2 if r["split"] == "heldout"],
+        "v3 (tune)": [r for r in v3 if r["split"] == "tune"],
+        "v3 (held out)": [r for r in v3 if r["split"] == "heldout"],
         "synthetic": build(args.synthetic),
     }
     if args.no_heldout:

@@ -81,6 +81,9 @@ class DetectorConfig(BaseModel):
     ref_cr_margin: float = Field(1.5, gt=1, description="cr above ref_cr×this is suspicious")
     ref_cr_degenerate: float = Field(2.0, gt=1, description="cut off and cr above ref_cr×this is a loop")
     item_copies: int = Field(4, ge=2, description="list lines with one stuck item (marker climbing) that make a loop")
+    line_copies: int = Field(3, ge=2, description="the same line (with letters, marker and all) said this often "
+                                                  "in a row makes a loop")
+    word_copies: int = Field(5, ge=2, description="a word with letters said this often in a row makes a loop")
     sentence_repeats: int = Field(4, ge=2, description="sentences re-said (or one word swapped) that make a loop")
     dup_items: int = Field(8, ge=2, description="list lines (with letters) needed before their repeats count")
     # above one half: a list asked for "twice over" (two weeks of chores) re-says exactly half
@@ -157,13 +160,12 @@ def compute_signals(text: str, cfg: DetectorConfig, token_ids: list[int] | None,
         cr_ref=_reference_features(reference, cfg)[0] if reference else None,
         rep_ref=_reference_features(reference, cfg)[2] if reference else None,
         n_words=len(words),
-        items=None if decided else list_stats(text),
+        items=None if decided else list_stats(text, min_items=min(4, cfg.line_copies)),
         # Sentences only where 4-grams repeat: a sentence re-said with a word swapped keeps about a
         # third of its 4-grams, so half the sentences re-said puts rep-4 well above this bar, and
         # clean prose (rep-4 ≈ 0) skips the sentence split.
         sentences=sentence_stats(text) if rep_tail >= cfg.sentence_gate and not decided else None,
-        # a run of one word repeats 4-grams too: where none repeat (prose), there is no run to find
-        word_run=word_run(words) if rep_tail > 0 and not decided else (0, ""),
+        word_run=word_run(words) if not decided else (0, ""),
         logprobs=logprob_profile(token_logprobs) if token_logprobs else None,
     )
 
@@ -192,7 +194,9 @@ def _loop_finding(verdict: str, kind: str, name: str, loop: TailLoop, text: str)
 def _structure_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool) -> Finding | None:
     """Loops that need not sit at the very end: a stuck list item, sentences re-said, a word said over."""
     run = sig.items.run if sig.items is not None else None
-    if run is not None and run.copies >= cfg.item_copies:
+    # The same line said again and again; with its number or weekday moving it takes more copies
+    # ("Monday: rest", "Tuesday: rest", "Wednesday: rest" is a plan).
+    if run is not None and run.copies >= (cfg.item_copies if run.counter else cfg.line_copies):
         moving = "while its number/day changes" if run.counter else "line after line"
         why = (f"list item stuck: {run.item[:60]!r} × {run.copies} lines {moving} "
                f"(chars {run.start}–{run.end} of {len(text)})")
@@ -217,7 +221,10 @@ def _structure_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bo
         return Finding("degenerate", "sentence_repeat", why, sent.start, None, float(sent.repeats + 1),
                        len(text) - sent.start)
     count, word = sig.word_run
-    if word and count >= max(4.0, copies_needed(len(word) + 1, cfg, cut_off)):
+    # A word said over and over ("sua sua sua sua sua", "th, th, th, th, th") is never prose; runs of
+    # punctuation (empty table cells, "- - -" rules) need as many copies as any short unit.
+    needed = cfg.word_copies if any(map(str.isalpha, word)) else max(4.0, copies_needed(len(word) + 1, cfg, cut_off))
+    if word and count >= needed:
         found = re.search(f"(?:{re.escape(word)}\\s+){{{count - 1}}}", text.lower())
         start = found.start() if found else None  # None when digits were folded into the word
         where = f" (from char {start} of {len(text)})" if start is not None else ""
@@ -247,6 +254,8 @@ def _weak_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bool) -
         weak.append(f"{sig.sentences.near} of {sig.sentences.sentences} sentences close to an earlier one")
     if sig.items is not None and sig.items.worded >= cfg.dup_items and sig.items.dup_share >= 0.5 * cfg.dup_share:
         weak.append(f"{sig.items.dup_share:.0%} of {sig.items.worded} list lines re-said")
+    elif sig.items is not None and sig.items.worded >= cfg.dup_items and sig.items.dup_folded >= 0.5 * cfg.dup_share:
+        weak.append(f"{sig.items.dup_folded:.0%} of {sig.items.worded} list lines re-said up to their numbers")
     if not weak:
         return Finding("clean", None, "no repetition signal")
     prob = loop_probability(features(sig, cfg, cut_off))
@@ -372,7 +381,11 @@ def features(sig: Signals, cfg: DetectorConfig, cut_off: bool) -> dict[str, floa
         "log_tail_cr": math.log(sig.tail_cr) if sig.tail_cr > 1 else 0.0,
         "item_copies": min(2.0, items.run.copies / cfg.item_copies) if items and items.run else 0.0,
         "dup_share": items.dup_share if items else 0.0,
-        "sentence_share": sent.repeats / sent.sentences if sent and sent.sentences else 0.0,
+        # what folding the numbers adds: lines that come round again with other numbers
+        "dup_folded": max(0.0, items.dup_folded - items.dup_share) if items and items.worded >= cfg.dup_items else 0.0,
+        # sentences said again word for word (up to a counter): a checklist swaps a word in every line
+        # but never says the same thing twice
+        "sentence_share": sent.exact / sent.sentences if sent and sent.sentences else 0.0,
         # sentences close to an earlier one, insertions and deletions included
         "near_share": sent.near / sent.sentences if sent and sent.sentences else 0.0,
         "word_copies": min(2.0, count / copies_needed(len(word) + 1, cfg)) if word and count > 1 else 0.0,

@@ -103,7 +103,8 @@ def tail_loop_with_trim(text: str, cfg: DetectorConfig, cut_off: bool) -> TailLo
         if len(text) - trim < cfg.min_span_chars:
             break
         trimmed = find_tail_loop(text, cfg, end=len(text) - trim, cut_off=cut_off)
-        if is_loop(trimmed, cfg, cut_off):
+        # a run of spaces before a ragged end is indentation, not a loop the model fell into
+        if is_loop(trimmed, cfg, cut_off) and not text[trimmed.start : trimmed.start + trimmed.unit_len].isspace():
             return TailLoop(trimmed.unit_len, trimmed.span, trimmed.start, trimmed.copies, trim)
     return loop
 

@@ -67,6 +67,7 @@ class ListStats:
     first_dup: int = -1  # char offset of the earlier copy of the first repeated item
     dup_item: str = ""  # that item
     moving_numbers: int = 0  # lines of one shape in a row: how many of their numbers change (median)
+    dup_folded: float = 0.0  # share of lines (with letters) that repeat an earlier line up to its numbers
 
 
 def _item_key(line: str) -> tuple[str, str]:
@@ -112,7 +113,27 @@ def list_stats(text: str, min_items: int = 4, window: int = 16384) -> ListStats 
             counter = len({moved for _, moved, _, _ in rows}) > 1
             best = ItemRun(len(rows), rows[0][2], rows[-1][3], item, counter)
     return ListStats(len(keys), best, dups / worded if worded else 0.0, worded, first_dup, dup_item,
-                     _moving_numbers([item for item, _, _, _ in keys]))
+                     _moving_numbers([item for item, _, _, _ in keys]), _dup_folded(keys))
+
+
+def _dup_folded(keys: list[tuple[str, str, int, int]]) -> float:
+    """Share of the lines with letters that say an earlier line again once numbers are folded, weekday
+    and month names kept: a list that comes round again ("Jan: 31", …, "Dec: 31", "Jan: 28", …) or a
+    form whose fields recur. A plan's lines ("Week 2: run 3 km") fold alike too, so this is a weak
+    signal for the model, not a rule."""
+    seen: set[str] = set()
+    lines = dups = 0
+    for item, moved, _, _ in keys:
+        if "§" in item:  # the names back in place (a "§" the model wrote itself has no name: zip stops)
+            parts, names = item.split("§"), moved.split("|")[1:]
+            item = parts[0] + "".join(name + part for name, part in zip(names, parts[1:], strict=False))
+        line = _NUMBER.sub("0", item)
+        if sum(map(str.isalpha, line)) < 2:
+            continue
+        lines += 1
+        dups += line in seen
+        seen.add(line)
+    return dups / lines if lines else 0.0
 
 
 def _moving_numbers(items: list[str]) -> int:

@@ -1,8 +1,8 @@
 """The detector's precision/recall on the shipped labelled sets (bench/data), pinned at what was
 measured so that no change makes them worse. The goal (issue 16: precision ≥ 0.98 and recall ≥ 0.93,
-≤ 5 % left `suspect`) is met on the first set and nearly on v2's tuning rows, not yet on the held-out
-rows: the bounds below are the measured values, not the goal (README, "The loop detector").
-`bench/calibrate.py --errors` shows why."""
+≤ 5 % left `suspect`) is met on the first set and the synthetic one, not on outputs sampled at a
+temperature (v2/v3, tune and held out): the bounds below are the measured values, not the goal
+(README, "The loop detector"). `bench/calibrate.py --errors` shows why."""
 
 from __future__ import annotations
 
@@ -18,20 +18,22 @@ from calibrate import evaluate, load  # noqa: E402
 from synthetic import build  # noqa: E402
 
 
-@pytest.mark.parametrize(("name", "precision", "recall"), [("real_smollm2.jsonl", 0.98, 0.98),
-                                                           ("real_smollm2_heldout.jsonl", 0.95, 0.95)])
-def test_real_outputs_hold_their_numbers(name, precision, recall):
+@pytest.mark.parametrize(("name", "precision", "recall", "suspect"), [("real_smollm2.jsonl", 0.98, 0.98, 0.05),
+                                                                      ("real_smollm2_heldout.jsonl", 0.95, 0.95, 0.07)])
+def test_real_outputs_hold_their_numbers(name, precision, recall, suspect):
     rows = load(name)
     assert len(rows) >= 60 and {r["label"] for r in rows} == {"degenerate", "clean", "ambiguous"}
     result = evaluate(rows)
     assert result["precision"] >= precision, result["errors"]
     assert result["recall"] >= recall, result["errors"]
-    assert result["suspect_share"] <= 0.05, result["counts"]
+    assert result["suspect_share"] <= suspect, result["counts"]
 
 
-@pytest.mark.parametrize(("split", "precision", "recall"), [("tune", 0.97, 0.95), ("heldout", 0.98, 0.8)])
-def test_v2_real_outputs_hold_their_numbers(split, precision, recall):
-    rows = [r for r in load("real_smollm2_v2.jsonl") if r["split"] == split]
+@pytest.mark.parametrize(("name", "split", "precision", "recall"), [
+    ("real_smollm2_v2.jsonl", "tune", 0.97, 0.96), ("real_smollm2_v2.jsonl", "heldout", 0.965, 0.9),
+    ("real_smollm2_v3.jsonl", "tune", 0.97, 0.81), ("real_smollm2_v3.jsonl", "heldout", 0.94, 0.83)])
+def test_sampled_real_outputs_hold_their_numbers(name, split, precision, recall):
+    rows = [r for r in load(name) if r["split"] == split]
     assert len(rows) >= 90 and all(r["reason"] for r in rows)  # every label says why
     assert {r["label"] for r in rows} <= {"degenerate", "clean", "ambiguous"}
     assert all(len(r["token_logprobs"]) == len(r["token_ids"]) for r in rows)

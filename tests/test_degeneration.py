@@ -229,3 +229,11 @@ def test_tail_loop_skips_the_same_unit_multiples_as_a_divisibility_scan():
     for text in texts:
         for cut_off in (False, True):
             assert find_tail_loop(text, CFG, cut_off=cut_off) == _tail_loop_by_divisibility(text, CFG, cut_off)
+
+
+def test_spaces_before_a_ragged_cut_off_end_are_indentation_not_a_loop():
+    text = PASSAGE[:900] + "\n" + " " * 60 + "units moonshail amusing bill of ments el Chrome custom"
+    result = detect(text, finish_reason="length")
+    assert result.verdict == "clean", result.why
+    # the same spaces running to the very end, cut off there, are a loop
+    assert detect(PASSAGE[:900] + "\n" + " " * 120, finish_reason="length").verdict == "degenerate"

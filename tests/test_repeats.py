@@ -110,3 +110,34 @@ def test_stuck_items_and_repeated_lines_the_reference_has_are_legit():
     assert (looped.verdict, looped.kind) == ("degenerate", "repeated_items")
     assert looped.start_char == blocks.index("  + towel") and "towel" in looped.why
     assert detect(blocks, finish_reason="stop", reference=blocks).verdict == "clean"
+
+
+def test_a_word_said_five_times_is_a_loop_even_in_a_short_text():
+    text = "O bolo de cenoura é a receita da minha avó, da da da da da avó dela."
+    assert len(text) < 200  # shorter than the tail signals need: the word run must not depend on them
+    result = detect(text, finish_reason="stop")
+    assert (result.verdict, result.kind, result.copies) == ("degenerate", "word_run", 5.0)
+    assert result.start_char == text.index("da da")
+    # three times is a stutter, and runs of punctuation (empty table cells) need more copies
+    assert detect("It was very very very cold that winter in the north.", finish_reason="stop").verdict == "clean"
+    assert detect("| a | b |\n| - | - | - | - | - |\n| c | d |", finish_reason="stop").verdict == "clean"
+
+
+def test_the_same_line_three_times_in_a_row_is_a_loop_but_three_days_of_rest_are_a_plan():
+    text = "Ciao, come stai?\nBene, grazie.\n\nIn italiano.\n\nIn italiano.\n\nIn italiano.\n"
+    result = detect(text, finish_reason="stop")
+    assert (result.verdict, result.kind, result.copies) == ("degenerate", "stuck_item", 3.0)
+    assert result.start_char == text.index("In italiano.")
+    plan = "Monday: run 5 km\nTuesday: rest\nWednesday: rest\nThursday: rest\nFriday: swim\n"
+    assert list_stats(plan).run.copies == 3 and list_stats(plan).run.counter
+    assert detect(plan, finish_reason="stop").verdict != "degenerate"  # a moving weekday needs 4 copies
+
+
+def test_lines_that_come_round_again_with_other_numbers():
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun")
+    text = "".join(f"{m}: {28 + i % 4}\n" for i, m in enumerate(months + months + months))
+    stats = list_stats(text)
+    assert stats.dup_share == 0.0 or stats.dup_share < stats.dup_folded
+    assert stats.dup_folded == 12 / 18  # the second and third rounds re-say the first up to their numbers
+    once = "".join(f"{m}: {30 + i}\n" for i, m in enumerate(months))
+    assert list_stats(once).dup_folded == 0.0
