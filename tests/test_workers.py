@@ -60,3 +60,12 @@ def test_a_bad_line_stops_every_worker_count_the_same_way_and_writes_nothing(tmp
 def test_auto_uses_one_process_for_small_inputs(tmp_path):
     small = write_jsonl(tmp_path / "c.jsonl", _rows(3))
     assert workers.worker_count(0, small) == 1 and workers.worker_count(3, small) == 3
+
+
+def test_the_cycle_collector_is_restored_after_an_in_process_run(tmp_path):
+    import gc
+
+    before = gc.get_threshold()
+    src = write_jsonl(tmp_path / "c.jsonl", _rows(5))
+    run_pair(src, tmp_path / "p.jsonl", PairRunConfig(), workers=1)
+    assert gc.get_threshold() == before
