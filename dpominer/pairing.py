@@ -104,9 +104,10 @@ def _mode(record: CandidateRecord, cfg: PairConfig) -> str:
     return "judge" if any(_judge_score(c) is not None for c in record.candidates) else "first_stopped"
 
 
-def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[Candidate | None, str | None]:
+def _pick_chosen(record: CandidateRecord, usable: list[Candidate], cfg: PairConfig,
+                 mode: str) -> tuple[Candidate | None, str | None]:
     """Best clean candidate that passes every check and None, or None and why none qualifies."""
-    clean = [c for c in record.candidates if _verdict(c) == "clean" and _usable(c) and not _omitted(c)]
+    clean = [c for c in usable if _verdict(c) == "clean" and not _omitted(c)]
     if clean and all(c.failed_checks for c in clean):
         return None, "no_candidate_passing_checks"
     clean = [c for c in clean if not c.failed_checks]
@@ -129,9 +130,8 @@ def _pick_chosen(record: CandidateRecord, cfg: PairConfig, mode: str) -> tuple[C
     return min(clean, key=lambda c: (c.finish_reason != "stop", c.index)), None
 
 
-def _rejected_order(record: CandidateRecord, chosen: Candidate | None, chosen_cer: float | None, cfg: PairConfig,
+def _rejected_order(usable: list[Candidate], chosen: Candidate | None, chosen_cer: float | None, cfg: PairConfig,
                     mode: str) -> list[tuple[Candidate, str]]:
-    usable = [c for c in record.candidates if _usable(c)]
     degenerate = sorted((c for c in usable if _verdict(c) == "degenerate"),
                         key=lambda c: (-(c.degeneration.severity if c.degeneration else 0.0), c.index))
     # A failed check outranks an omission and any fidelity or judge comparison.
@@ -215,8 +215,9 @@ def _select(record: CandidateRecord, cfg: PairConfig) -> _Selection | str:
     chosen: Candidate | None = None
     why_no_chosen = None
     mode = _mode(record, cfg)
+    usable = [c for c in record.candidates if _usable(c)]
     if cfg.chosen_from != "reference":
-        chosen, why_no_chosen = _pick_chosen(record, cfg, mode)
+        chosen, why_no_chosen = _pick_chosen(record, usable, cfg, mode)
     use_reference = chosen is None and cfg.chosen_from != "candidates" and record.reference is not None
     if chosen is None and not use_reference:
         if cfg.chosen_from == "reference":
@@ -231,7 +232,7 @@ def _select(record: CandidateRecord, cfg: PairConfig) -> _Selection | str:
 
     picked: list[tuple[Candidate, str, bytes]] = []
     chosen_key = _norm_key(chosen_text)
-    for cand, reason in _rejected_order(record, chosen, chosen_cer, cfg, mode):
+    for cand, reason in _rejected_order(usable, chosen, chosen_cer, cfg, mode):
         if len(picked) >= cfg.max_pairs_per_doc:
             break
         key = _norm_key(cand.text)  # each text normalised once, however many it is compared with

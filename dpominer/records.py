@@ -161,7 +161,9 @@ class Candidate(BaseModel):
 
     @property
     def failed_checks(self) -> list[str]:
-        return [c.name for c in self.checks or () if not c.passed]
+        if not self.checks:  # the common case, asked several times per candidate by `pair`
+            return []
+        return [c.name for c in self.checks if not c.passed]
 
 
 class CandidateRecord(_Prompted):
