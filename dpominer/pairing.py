@@ -25,7 +25,6 @@ Default policy (``PairConfig``):
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 from dataclasses import dataclass
 from functools import partial
@@ -159,9 +158,10 @@ def _rejected_order(usable: list[Candidate], chosen: Candidate | None, chosen_ce
 NEAR_DUP_WINDOW = 4096  # characters of each end compared when texts are longer than twice this
 
 
-def _norm_key(text: str) -> bytes:
-    """A digest of the text after NFC and collapsed whitespace (the fidelity normalisation)."""
-    return hashlib.blake2b(" ".join(unicodedata.normalize("NFC", text).split()).encode(), digest_size=16).digest()
+def _norm_key(text: str) -> str:
+    """The text after NFC and collapsed whitespace (the fidelity normalisation): texts equal up to those
+    get equal keys. Compared as it is: a digest cost more than it saved (the texts of one document)."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def near_duplicate(a: str, b: str, threshold: float) -> bool:
@@ -230,7 +230,7 @@ def _select(record: CandidateRecord, cfg: PairConfig) -> _Selection | str:
     if not chosen_text.strip():
         return "empty_reference"
 
-    picked: list[tuple[Candidate, str, bytes]] = []
+    picked: list[tuple[Candidate, str, str]] = []
     chosen_key = _norm_key(chosen_text)
     for cand, reason in _rejected_order(usable, chosen, chosen_cer, cfg, mode):
         if len(picked) >= cfg.max_pairs_per_doc:
