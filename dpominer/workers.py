@@ -97,7 +97,8 @@ def map_jsonl(path: Path, model: type[M], work: Callable[[list[M]], list[T | Lin
             parsed = (row for chunk in _chunks(lines) for row in _run_chunk(model, work, chunk))
             yield from _results(path, admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check))
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker) as pool, \
+            _few_collections():  # the results unpickled here are short-lived too
         try:
             parsed = _in_order(pool, model, work, _chunks(lines), in_flight=2 * workers)
             yield from _results(path, admit(path, parsed, skip_invalid=skip_invalid, on_skip=on_skip, check=check))
