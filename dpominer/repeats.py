@@ -152,6 +152,80 @@ def _moving_numbers(items: list[str]) -> int:
     return sorted(changes)[len(changes) // 2] if changes else 0
 
 
+
+_INLINE_SEPARATOR = re.compile(r"[,;、，]")
+
+
+@dataclass(frozen=True)
+class InlineList:
+    """The longest run of short items written one after another on a line ("Earth, Mars, Venus, …")."""
+
+    items: int  # items in the run
+    dup_share: float  # share of them that re-say an earlier item of the run (numbers folded)
+    start: int  # char offset of the first re-said item (-1 when none)
+    item: str  # that item
+
+
+def inline_list(text: str, min_items: int = 8, max_words: int = 4, window: int = 16384) -> InlineList | None:
+    """Items of 1–``max_words`` words with letters, separated by commas or semicolons on one line: an
+    enumeration written inline, where a list that keeps coming round ("Earth, Mars, Mercury, Venus,
+    Earth, Mars, …") hides from the line-based checks. None when no run has ``min_items`` items. Only
+    lines with enough separators are split, so prose costs a count per line."""
+    offset = max(0, len(text) - window)
+    best: InlineList | None = None
+    pos = offset
+    for line in text[offset:].split("\n"):
+        separators = sum(map(line.count, ",;、，"))
+        # an inline list has a separator every few words; prose has one every fifteen or so
+        if separators >= min_items - 1 and separators * 2 * max_words >= line.count(" "):
+            plain = ";" not in line and "、" not in line and "，" not in line
+            parts = line.split(",") if plain else _INLINE_SEPARATOR.split(line)
+            if not _has_run(parts, min_items, 12 * max_words):
+                pos += len(line) + 1
+                continue
+            for run in _inline_runs(parts, pos, max_words, 12 * max_words):
+                if len(run) >= min_items and (best is None or len(run) > best.items):
+                    best = _inline_stats(run)
+        pos += len(line) + 1
+    return best
+
+
+def _has_run(parts: list[str], min_items: int, max_chars: int) -> bool:
+    """Whether ``min_items`` parts in a row are short enough to be items (prose clauses are not)."""
+    run = 0
+    for length in map(len, parts):
+        run = run + 1 if length <= max_chars else 0
+        if run >= min_items:
+            return True
+    return False
+
+
+def _inline_runs(parts: list[str], pos: int, max_words: int, max_chars: int):
+    """Runs of consecutive short items among one line's parts, each item (folded text, char offset)."""
+    run: list[tuple[str, int]] = []
+    for part in parts:
+        item = "" if len(part) > max_chars else _NUMBER.sub("0", part.strip(_PUNCTUATION + " \t").lower())
+        if 0 < len(item.split()) <= max_words and any(map(str.isalpha, item)):
+            run.append((item, pos + len(part) - len(part.lstrip())))
+        elif run:
+            yield run
+            run = []
+        pos += len(part) + 1  # every separator is one char
+    if run:
+        yield run
+
+
+def _inline_stats(run: list[tuple[str, int]]) -> InlineList:
+    seen: set[str] = set()
+    dups, start, first = 0, -1, ""
+    for item, at in run:
+        if item in seen:
+            dups += 1
+            if start < 0:
+                start, first = at, item
+        seen.add(item)
+    return InlineList(len(run), dups / len(run), start, first)
+
 # ------------------------------------------------------------------------------------------- sentences
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
