@@ -16,9 +16,10 @@ A candidate is judged from a few cheap signals, each computed in near-linear tim
   reference's own ratio when there is one — never against a fixed 2.4 (clean 4 KB prose reaches 2.5).
 * ``finish_reason``: ``length`` (cut off at max_tokens) lowers the bar for other signals; it is never
   enough alone (many clean outputs run to the cap too).
-* ``items``, ``sentences``, ``word_run`` (:mod:`dpominer.repeats`): a list item stuck while its number
-  or weekday moves, list lines re-said, sentences re-said with a word swapped, one word said over and
-  over — loops that need not sit at the very end and often stop by themselves.
+* ``items``, ``inline``, ``sentences``, ``word_run`` (:mod:`dpominer.repeats`): a list item stuck while
+  its number or weekday moves, list lines (or a one-line list's items) re-said, sentences re-said with a
+  word swapped, one word said over and over — loops that need not sit at the very end and often stop
+  by themselves.
 * ``logprobs``: the mean log-prob of the last quarter of the tokens, when the sampler stored them.
 
 Strong signals decide by rule (module order in :func:`_decide`); what is left with some repetition

@@ -1,13 +1,14 @@
 """Repetition below the tail loop: list items, sentences, short words, token confidence. Pure functions.
 
-The tail-loop checks of :mod:`dpominer.degeneration` look for a text that *ends* periodic. Three kinds of
+The tail-loop checks of :mod:`dpominer.degeneration` look for a text that *ends* periodic. Four kinds of
 loop escape them, all common in small instruction models:
 
 * a list whose item is stuck while its marker climbs ("14. Blackberry", "15. Blackberry", or the same
   chore under Monday, Tuesday, …) — often ending on its own, after a few copies, with EOS;
 * sentences re-said with one word swapped ("It is not a pure language. It is not a high-level
   language. It is not a pure language.");
-* a short token said over and over inside a list that then goes on ("th, th, th, th, …").
+* a short token said over and over inside a list that then goes on ("th, th, th, th, …");
+* a list written on one line whose items keep coming round ("Earth, Mars, Venus, Earth, Mars, …").
 
 Each function below returns plain numbers (and where the repetition starts, for the *why*); the verdict
 is made in :func:`dpominer.degeneration.detect`.
@@ -152,7 +153,6 @@ def _moving_numbers(items: list[str]) -> int:
     return sorted(changes)[len(changes) // 2] if changes else 0
 
 
-
 _INLINE_SEPARATOR = re.compile(r"[,;、，]")
 
 
@@ -175,29 +175,27 @@ def inline_list(text: str, min_items: int = 8, max_words: int = 4, window: int =
     best: InlineList | None = None
     pos = offset
     for line in text[offset:].split("\n"):
-        separators = sum(map(line.count, ",;、，"))
-        # an inline list has a separator every few words; prose has one every fifteen or so
-        if separators >= min_items - 1 and separators * 2 * max_words >= line.count(" "):
-            plain = ";" not in line and "、" not in line and "，" not in line
-            parts = line.split(",") if plain else _INLINE_SEPARATOR.split(line)
-            if not _has_run(parts, min_items, 12 * max_words):
-                pos += len(line) + 1
-                continue
-            for run in _inline_runs(parts, pos, max_words, 12 * max_words):
-                if len(run) >= min_items and (best is None or len(run) > best.items):
-                    best = _inline_stats(run)
+        for run in _inline_runs(_inline_parts(line, min_items, max_words), pos, max_words, 12 * max_words):
+            if len(run) >= min_items and (best is None or len(run) > best.items):
+                best = _inline_stats(run)
         pos += len(line) + 1
     return best
 
 
-def _has_run(parts: list[str], min_items: int, max_chars: int) -> bool:
-    """Whether ``min_items`` parts in a row are short enough to be items (prose clauses are not)."""
+def _inline_parts(line: str, min_items: int, max_words: int) -> list[str]:
+    """The line split at its separators when it can hold ``min_items`` short items in a row, else []."""
+    separators = sum(map(line.count, ",;、，"))
+    # an inline list has a separator every few words; prose has one every fifteen or so
+    if separators < min_items - 1 or separators * 2 * max_words < line.count(" "):
+        return []
+    plain = ";" not in line and "、" not in line and "，" not in line
+    parts = line.split(",") if plain else _INLINE_SEPARATOR.split(line)
     run = 0
-    for length in map(len, parts):
-        run = run + 1 if length <= max_chars else 0
+    for length in map(len, parts):  # prose clauses are longer than items
+        run = run + 1 if length <= 12 * max_words else 0
         if run >= min_items:
-            return True
-    return False
+            return parts
+    return []
 
 
 def _inline_runs(parts: list[str], pos: int, max_words: int, max_chars: int):
@@ -225,6 +223,7 @@ def _inline_stats(run: list[tuple[str, int]]) -> InlineList:
                 start, first = at, item
         seen.add(item)
     return InlineList(len(run), dups / len(run), start, first)
+
 
 # ------------------------------------------------------------------------------------------- sentences
 
