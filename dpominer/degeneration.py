@@ -16,9 +16,10 @@ A candidate is judged from a few cheap signals, each computed in near-linear tim
   reference's own ratio when there is one — never against a fixed 2.4 (clean 4 KB prose reaches 2.5).
 * ``finish_reason``: ``length`` (cut off at max_tokens) lowers the bar for other signals; it is never
   enough alone (many clean outputs run to the cap too).
-* ``items``, ``sentences``, ``word_run`` (:mod:`dpominer.repeats`): a list item stuck while its number
-  or weekday moves, list lines re-said, sentences re-said with a word swapped, one word said over and
-  over — loops that need not sit at the very end and often stop by themselves.
+* ``items``, ``inline``, ``sentences``, ``word_run`` (:mod:`dpominer.repeats`): a list item stuck while
+  its number or weekday moves, list lines (or a one-line list's items) re-said, sentences re-said with a
+  word swapped, one word said over and over — loops that need not sit at the very end and often stop
+  by themselves.
 * ``logprobs``: the mean log-prob of the last quarter of the tokens, when the sampler stored them.
 
 Strong signals decide by rule (module order in :func:`_decide`); what is left with some repetition
@@ -37,7 +38,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .loop_model import loop_probability
+from .loop_model import features, loop_probability
 from .periodicity import (
     TailLoop,
     compression_ratio,
@@ -53,7 +54,16 @@ from .periodicity import (
     token_string,
 )
 from .records import CUT_OFF, Degeneration
-from .repeats import ListStats, SentenceStats, list_stats, logprob_profile, sentence_stats, word_run
+from .repeats import (
+    InlineList,
+    ListStats,
+    SentenceStats,
+    inline_list,
+    list_stats,
+    logprob_profile,
+    sentence_stats,
+    word_run,
+)
 
 __all__ = ["DEFAULT_DETECTOR", "DetectorConfig", "compression_ratio", "copies_needed", "detect", "find_tail_loop",
            "rep_n", "token_string"]
@@ -88,6 +98,8 @@ class DetectorConfig(BaseModel):
     dup_items: int = Field(8, ge=2, description="list lines (with letters) needed before their repeats count")
     # above one half: a list asked for "twice over" (two weeks of chores) re-says exactly half
     dup_share: float = Field(0.6, gt=0, le=1, description="share of list lines re-said that makes a loop")
+    inline_dup_share: float = Field(0.7, gt=0, le=1, description="share of a one-line list's items re-said that "
+                                                                "makes a loop")
     sentence_gate: float = Field(0.08, ge=0, le=1, description="rep_tail needed before sentences are compared")
     sentence_share: float = Field(0.5, gt=0, le=1, description="…and their share of the window's sentences")
     suspect_band: tuple[float, float] = Field((0.3, 0.7), description="model probability left undecided")
@@ -112,6 +124,7 @@ class Signals:
     n_words: int
     rep_ref: float | None = None  # the reference's seq-rep-n, when there is one
     items: ListStats | None = None
+    inline: InlineList | None = None
     sentences: SentenceStats | None = None
     word_run: tuple[int, str] = (0, "")
     logprobs: tuple[float, float] | None = None  # (mean of the last quarter, of the first)
@@ -129,6 +142,8 @@ class Signals:
             run = self.items.run
             out["items"] = {"lines": self.items.items, "stuck": run.copies, "counter": run.counter,
                             "dup_share": round(self.items.dup_share, 3)}
+        if self.inline is not None and self.inline.dup_share:
+            out["inline"] = {"items": self.inline.items, "dup_share": round(self.inline.dup_share, 3)}
         if self.sentences is not None and (self.sentences.repeats or self.sentences.near):
             out["sentences"] = {"count": self.sentences.sentences, "repeats": self.sentences.repeats,
                                 "exact": self.sentences.exact, "near": self.sentences.near}
@@ -161,6 +176,7 @@ def compute_signals(text: str, cfg: DetectorConfig, token_ids: list[int] | None,
         rep_ref=_reference_features(reference, cfg)[2] if reference else None,
         n_words=len(words),
         items=None if decided else list_stats(text, min_items=min(4, cfg.line_copies)),
+        inline=None if decided else inline_list(text, min_items=cfg.dup_items),
         # Sentences only where 4-grams repeat: a sentence re-said with a word swapped keeps about a
         # third of its 4-grams, so half the sentences re-said puts rep-4 well above this bar, and
         # clean prose (rep-4 ≈ 0) skips the sentence split.
@@ -230,6 +246,12 @@ def _structure_finding(text: str, sig: Signals, cfg: DetectorConfig, cut_off: bo
         where = f" (from char {start} of {len(text)})" if start is not None else ""
         why = f"word run: {word!r} said {count} times in a row among the last {sig.n_words} words{where}"
         return Finding("degenerate", "word_run", why, start, word, float(count), count * (len(word) + 1))
+    inline = sig.inline
+    if inline is not None and inline.dup_share >= cfg.inline_dup_share:
+        why = (f"inline list items re-said: {inline.dup_share:.0%} of {inline.items} items repeat an earlier one, "
+               f"first {inline.item[:60]!r} (from char {inline.start} of {len(text)})")
+        return Finding("degenerate", "repeated_inline_items", why, inline.start, inline.item,
+                       inline.dup_share * inline.items, len(text) - inline.start)
     return None
 
 
@@ -311,6 +333,9 @@ def _legit(text: str, reference: str, found: Finding, sig: Signals, cfg: Detecto
     if found.kind == "repeated_items":
         ref_items = list_stats(reference)
         return ref_items is not None and ref_items.dup_share >= 0.8 * (sig.items.dup_share if sig.items else 1.0)
+    if found.kind == "repeated_inline_items":
+        ref_inline = inline_list(reference, min_items=cfg.dup_items)
+        return ref_inline is not None and ref_inline.dup_share >= 0.8 * (sig.inline.dup_share if sig.inline else 1.0)
     if found.kind == "stuck_item" and found.unit:
         # the same line (numbers as 0) as often in the reference, back to back or not
         return ref_norm.count(normalise(found.unit).strip()) >= math.ceil(0.75 * (found.copies or 0))
@@ -354,44 +379,3 @@ def detect(
 
 
 DEFAULT_DETECTOR = DetectorConfig()
-
-
-def features(sig: Signals, cfg: DetectorConfig, cut_off: bool) -> dict[str, float]:
-    """The model's inputs (see :mod:`dpominer.loop_model`), each bounded so no one signal runs away."""
-
-    def copies_ratio(loop: TailLoop | None) -> float:
-        if loop is None or loop.span < cfg.min_span_chars:
-            return 0.0
-        return min(2.0, loop.copies / copies_needed(loop.unit_len, cfg, cut_off))
-
-    items, sent = sig.items, sig.sentences
-    norm_copies = copies_ratio(sig.tail_norm)
-    norm_unit = sig.tail_norm.norm_unit if sig.tail_norm is not None else ""
-    count, word = sig.word_run
-    lp_tail = sig.logprobs[0] if sig.logprobs is not None else 0.0
-    return {
-        "cut_off": float(cut_off),
-        "tail_copies": copies_ratio(sig.tail),
-        "norm_copies": norm_copies,
-        # what the counter loop's unit holds: words (a stuck item) or only numbers (counting), and how
-        # many numbers move per copy (one: a counter; more: a table or a plan)
-        "norm_letters": min(1.0, sum(c.isalpha() for c in norm_unit) / 8) if norm_copies else 0.0,
-        "norm_numbers": min(3.0, float(norm_unit.count("0"))) if norm_copies else 0.0,
-        "rep_tail": sig.rep_tail,
-        "log_tail_cr": math.log(sig.tail_cr) if sig.tail_cr > 1 else 0.0,
-        "item_copies": min(2.0, items.run.copies / cfg.item_copies) if items and items.run else 0.0,
-        "dup_share": items.dup_share if items else 0.0,
-        # what folding the numbers adds: lines that come round again with other numbers
-        "dup_folded": max(0.0, items.dup_folded - items.dup_share) if items and items.worded >= cfg.dup_items else 0.0,
-        # sentences said again word for word (up to a counter): a checklist swaps a word in every line
-        # but never says the same thing twice
-        "sentence_share": sent.exact / sent.sentences if sent and sent.sentences else 0.0,
-        # sentences close to an earlier one, insertions and deletions included
-        "near_share": sent.near / sent.sentences if sent and sent.sentences else 0.0,
-        "word_copies": min(2.0, count / copies_needed(len(word) + 1, cfg)) if word and count > 1 else 0.0,
-        "log_cr_ratio": math.log(sig.cr / sig.cr_ref) if sig.cr_ref and sig.cr > 0 else 0.0,
-        # how much of the candidate's repetition the reference has too (1: all of it; 0: none, or no reference)
-        "ref_repeats": min(1.0, sig.rep_ref / sig.rep_tail) if sig.rep_ref is not None and sig.rep_tail > 0 else 0.0,
-        "logprob_tail": max(-5.0, lp_tail),
-        "has_logprobs": float(sig.logprobs is not None),
-    }

@@ -1,13 +1,14 @@
 """Repetition below the tail loop: list items, sentences, short words, token confidence. Pure functions.
 
-The tail-loop checks of :mod:`dpominer.degeneration` look for a text that *ends* periodic. Three kinds of
+The tail-loop checks of :mod:`dpominer.degeneration` look for a text that *ends* periodic. Four kinds of
 loop escape them, all common in small instruction models:
 
 * a list whose item is stuck while its marker climbs ("14. Blackberry", "15. Blackberry", or the same
   chore under Monday, Tuesday, …) — often ending on its own, after a few copies, with EOS;
 * sentences re-said with one word swapped ("It is not a pure language. It is not a high-level
   language. It is not a pure language.");
-* a short token said over and over inside a list that then goes on ("th, th, th, th, …").
+* a short token said over and over inside a list that then goes on ("th, th, th, th, …");
+* a list written on one line whose items keep coming round ("Earth, Mars, Venus, Earth, Mars, …").
 
 Each function below returns plain numbers (and where the repetition starts, for the *why*); the verdict
 is made in :func:`dpominer.degeneration.detect`.
@@ -150,6 +151,78 @@ def _moving_numbers(items: list[str]) -> int:
             changes.append(sum(a != b for a, b in zip(numbers, previous, strict=True)))
         previous, previous_shape = numbers, shape
     return sorted(changes)[len(changes) // 2] if changes else 0
+
+
+_INLINE_SEPARATOR = re.compile(r"[,;、，]")
+
+
+@dataclass(frozen=True)
+class InlineList:
+    """The longest run of short items written one after another on a line ("Earth, Mars, Venus, …")."""
+
+    items: int  # items in the run
+    dup_share: float  # share of them that re-say an earlier item of the run (numbers folded)
+    start: int  # char offset of the first re-said item (-1 when none)
+    item: str  # that item
+
+
+def inline_list(text: str, min_items: int = 8, max_words: int = 4, window: int = 16384) -> InlineList | None:
+    """Items of 1–``max_words`` words with letters, separated by commas or semicolons on one line: an
+    enumeration written inline, where a list that keeps coming round ("Earth, Mars, Mercury, Venus,
+    Earth, Mars, …") hides from the line-based checks. None when no run has ``min_items`` items. Only
+    lines with enough separators are split, so prose costs a count per line."""
+    offset = max(0, len(text) - window)
+    best: InlineList | None = None
+    pos = offset
+    for line in text[offset:].split("\n"):
+        for run in _inline_runs(_inline_parts(line, min_items, max_words), pos, max_words, 12 * max_words):
+            if len(run) >= min_items and (best is None or len(run) > best.items):
+                best = _inline_stats(run)
+        pos += len(line) + 1
+    return best
+
+
+def _inline_parts(line: str, min_items: int, max_words: int) -> list[str]:
+    """The line split at its separators when it can hold ``min_items`` short items in a row, else []."""
+    separators = sum(map(line.count, ",;、，"))
+    # an inline list has a separator every few words; prose has one every fifteen or so
+    if separators < min_items - 1 or separators * 2 * max_words < line.count(" "):
+        return []
+    plain = ";" not in line and "、" not in line and "，" not in line
+    parts = line.split(",") if plain else _INLINE_SEPARATOR.split(line)
+    run = 0
+    for length in map(len, parts):  # prose clauses are longer than items
+        run = run + 1 if length <= 12 * max_words else 0
+        if run >= min_items:
+            return parts
+    return []
+
+
+def _inline_runs(parts: list[str], pos: int, max_words: int, max_chars: int):
+    """Runs of consecutive short items among one line's parts, each item (folded text, char offset)."""
+    run: list[tuple[str, int]] = []
+    for part in parts:
+        item = "" if len(part) > max_chars else _NUMBER.sub("0", part.strip(_PUNCTUATION + " \t").lower())
+        if 0 < len(item.split()) <= max_words and any(map(str.isalpha, item)):
+            run.append((item, pos + len(part) - len(part.lstrip())))
+        elif run:
+            yield run
+            run = []
+        pos += len(part) + 1  # every separator is one char
+    if run:
+        yield run
+
+
+def _inline_stats(run: list[tuple[str, int]]) -> InlineList:
+    seen: set[str] = set()
+    dups, start, first = 0, -1, ""
+    for item, at in run:
+        if item in seen:
+            dups += 1
+            if start < 0:
+                start, first = at, item
+        seen.add(item)
+    return InlineList(len(run), dups / len(run), start, first)
 
 
 # ------------------------------------------------------------------------------------------- sentences

@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import PASSAGE
 
 from dpominer.degeneration import detect
-from dpominer.repeats import list_stats, logprob_profile, sentence_stats, word_run
+from dpominer.repeats import inline_list, list_stats, logprob_profile, sentence_stats, word_run
 
 FRUITS = "Here are 20 fruits:\n1. Apple\n2. Banana\n3. Cherry\n" + "".join(
     f"{i}. Blackberry\n" for i in range(4, 21))
@@ -141,3 +141,20 @@ def test_lines_that_come_round_again_with_other_numbers():
     assert stats.dup_folded == 12 / 18  # the second and third rounds re-say the first up to their numbers
     once = "".join(f"{m}: {30 + i}\n" for i, m in enumerate(months))
     assert list_stats(once).dup_folded == 0.0
+
+
+def test_an_inline_list_that_keeps_coming_round():
+    names = ["Earth", "Mars", "Venus", "Mercury"]
+    text = "The planets of the solar system are: " + ", ".join(names * 4) + "."
+    stats = inline_list(text)
+    # the lead-in is too long to be an item: 15 items, the first 4 new, the other 11 said before
+    assert (stats.items, stats.dup_share, stats.item) == (15, 11 / 15, "mars")
+    assert stats.start == text.index("Mars", text.index("Mercury"))
+    result = detect(text, finish_reason="stop")
+    assert (result.verdict, result.kind, result.start_char) == ("degenerate", "repeated_inline_items", stats.start)
+    # an enumeration of different things, and prose with commas, are not
+    fruits = "I bought apples, pears, plums, grapes, figs, dates, kiwis, limes, lemons and a melon."
+    assert inline_list(fruits).dup_share == 0.0 and detect(fruits, finish_reason="stop").verdict == "clean"
+    assert inline_list("It was cold, and we went home, then we slept, as one does, in the end.") is None
+    # the same list in the reference is the content
+    assert detect(text, finish_reason="stop", reference=text).verdict == "clean"
