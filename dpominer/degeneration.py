@@ -165,6 +165,7 @@ def compute_signals(text: str, cfg: DetectorConfig, token_ids: list[int] | None,
     words = tail_words(text, cfg)
     long_enough = len(text) >= cfg.min_tail_chars
     rep_tail = rep_n(words, cfg.ngram) if len(words) > cfg.ngram else 0.0
+    ref = _reference_features(reference, cfg) if reference else None
     return Signals(
         tail=tail,
         tail_norm=tail_norm,
@@ -172,8 +173,8 @@ def compute_signals(text: str, cfg: DetectorConfig, token_ids: list[int] | None,
         rep_tail=rep_tail if long_enough else 0.0,
         tail_cr=tail_compression_ratio(text, cfg.tail_fraction) if long_enough else 0.0,
         cr=compression_ratio(text),
-        cr_ref=_reference_features(reference, cfg)[0] if reference else None,
-        rep_ref=_reference_features(reference, cfg)[2] if reference else None,
+        cr_ref=ref[0] if ref else None,
+        rep_ref=ref[2] if ref else None,
         n_words=len(words),
         items=None if decided else list_stats(text, min_items=min(4, cfg.line_copies)),
         inline=None if decided else inline_list(text, min_items=cfg.dup_items),
@@ -181,7 +182,8 @@ def compute_signals(text: str, cfg: DetectorConfig, token_ids: list[int] | None,
         # third of its 4-grams, so half the sentences re-said puts rep-4 well above this bar, and
         # clean prose (rep-4 ≈ 0) skips the sentence split.
         sentences=sentence_stats(text) if rep_tail >= cfg.sentence_gate and not decided else None,
-        word_run=word_run(words) if not decided else (0, ""),
+        # a run of more words than the n-gram repeats n-grams: where none repeat (prose), there is no run
+        word_run=word_run(words) if (rep_tail > 0 or cfg.word_copies <= cfg.ngram) and not decided else (0, ""),
         logprobs=logprob_profile(token_logprobs) if token_logprobs else None,
     )
 

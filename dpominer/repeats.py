@@ -172,9 +172,12 @@ def inline_list(text: str, min_items: int = 8, max_words: int = 4, window: int =
     Earth, Mars, …") hides from the line-based checks. None when no run has ``min_items`` items. Only
     lines with enough separators are split, so prose costs a count per line."""
     offset = max(0, len(text) - window)
+    tail = text[offset:]
+    if sum(map(tail.count, ",;、，")) < min_items - 1:
+        return None
     best: InlineList | None = None
     pos = offset
-    for line in text[offset:].split("\n"):
+    for line in tail.split("\n"):
         for run in _inline_runs(_inline_parts(line, min_items, max_words), pos, max_words, 12 * max_words):
             if len(run) >= min_items and (best is None or len(run) > best.items):
                 best = _inline_stats(run)
