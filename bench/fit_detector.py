@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from calibrate import tuning_rows  # noqa: E402
 
 from dpominer import loop_model  # noqa: E402
-from dpominer.degeneration import DEFAULT_DETECTOR, compute_signals, detect, features  # noqa: E402
+from dpominer.degeneration import DEFAULT_DETECTOR, compute_signals, detect  # noqa: E402
+from dpominer.loop_model import features  # noqa: E402
 
 OPEN = {"intercept": 0.0, "weights": {}, "fitted_on": "open"}  # p = 0.5: every weak case lands in the band
 
