@@ -19,25 +19,25 @@ FEATURES = ("cut_off", "tail_copies", "norm_copies", "norm_letters", "norm_numbe
 
 # Fitted: see fitted_on.
 MODEL: dict = {
-    "intercept": -5.8488,
+    "intercept": -5.8682,
     "weights": {
-        "cut_off": 1.3647,
-        "tail_copies": 2.1502,
-        "norm_copies": 0.9574,
-        "norm_letters": -0.3915,
-        "norm_numbers": -0.7745,
-        "rep_tail": 4.1466,
-        "log_tail_cr": 1.1588,
-        "item_copies": 1.2842,
-        "dup_share": 10.584,
-        "dup_folded": 6.3182,
-        "sentence_share": 1.5347,
-        "near_share": 1.5083,
-        "word_copies": 3.7751,
-        "log_cr_ratio": 0.758,
-        "ref_repeats": -1.1126,
-        "logprob_tail": 0.4518,
-        "has_logprobs": 1.7862
+        "cut_off": 1.3719,
+        "tail_copies": 2.1403,
+        "norm_copies": 0.9825,
+        "norm_letters": -0.3651,
+        "norm_numbers": -0.7828,
+        "rep_tail": 4.1331,
+        "log_tail_cr": 1.1514,
+        "item_copies": 1.3753,
+        "dup_share": 10.5496,
+        "dup_folded": 6.3602,
+        "sentence_share": 1.4527,
+        "near_share": 1.5571,
+        "word_copies": 4.3929,
+        "log_cr_ratio": 0.8642,
+        "ref_repeats": -1.252,
+        "logprob_tail": 0.4063,
+        "has_logprobs": 1.7543
     },
     "fitted_on": {
         "by": "bench/fit_detector.py",

@@ -19,7 +19,7 @@ from synthetic import build  # noqa: E402
 
 
 @pytest.mark.parametrize(("name", "precision", "recall", "suspect"), [("real_smollm2.jsonl", 0.98, 0.98, 0.05),
-                                                                      ("real_smollm2_heldout.jsonl", 0.95, 0.95, 0.07)])
+                                                                      ("real_smollm2_heldout.jsonl", 0.91, 0.95, 0.05)])
 def test_real_outputs_hold_their_numbers(name, precision, recall, suspect):
     rows = load(name)
     assert len(rows) >= 60 and {r["label"] for r in rows} == {"degenerate", "clean", "ambiguous"}
@@ -31,7 +31,7 @@ def test_real_outputs_hold_their_numbers(name, precision, recall, suspect):
 
 @pytest.mark.parametrize(("name", "split", "precision", "recall"), [
     ("real_smollm2_v2.jsonl", "tune", 0.97, 0.96), ("real_smollm2_v2.jsonl", "heldout", 0.965, 0.9),
-    ("real_smollm2_v3.jsonl", "tune", 0.97, 0.81), ("real_smollm2_v3.jsonl", "heldout", 0.94, 0.83)])
+    ("real_smollm2_v3.jsonl", "tune", 0.97, 0.82), ("real_smollm2_v3.jsonl", "heldout", 0.94, 0.83)])
 def test_sampled_real_outputs_hold_their_numbers(name, split, precision, recall):
     rows = [r for r in load(name) if r["split"] == split]
     assert len(rows) >= 90 and all(r["reason"] for r in rows)  # every label says why
