@@ -273,13 +273,14 @@ def _pair_fields(record: CandidateRecord, picked: _Selection, prompt: Any, chose
 def make_pairs(record: CandidateRecord, cfg: PairConfig) -> PairOutcome:
     """Pairs for one scored candidate record (see the module docstring for the policy)."""
     picked = _select(record, cfg)
-    if isinstance(picked, str):
-        return PairOutcome([], picked)
+    return PairOutcome([], picked) if isinstance(picked, str) else PairOutcome(_pairs(record, picked), None)
+
+
+def _pairs(record: CandidateRecord, picked: _Selection) -> list[Pair]:
     chosen_scores = SideScores.of_reference() if picked.chosen is None else SideScores.of(picked.chosen)
-    pairs = [Pair(**_pair_fields(record, picked, record.prompt_value(), chosen_scores, cand, reason,
-                                 SideScores.of(cand)))
-             for cand, reason in picked.rejected]
-    return PairOutcome(pairs, None)
+    return [Pair(**_pair_fields(record, picked, record.prompt_value(), chosen_scores, cand, reason,
+                                SideScores.of(cand)))
+            for cand, reason in picked.rejected]
 
 
 def pair_rows(record: CandidateRecord, cfg: PairConfig) -> tuple[list[dict[str, Any]], str | None]:
@@ -290,7 +291,7 @@ def pair_rows(record: CandidateRecord, cfg: PairConfig) -> tuple[list[dict[str, 
     if isinstance(picked, str):
         return [], picked
     if record.images:
-        return [pair.model_dump(exclude_none=True) for pair in make_pairs(record, cfg).pairs], None
+        return [pair.model_dump(exclude_none=True) for pair in _pairs(record, picked)], None
     chosen_scores = (SideScores.of_reference().model_dump() if picked.chosen is None
                      else SideScores.fields_of(picked.chosen))
     prompt = record.prompt_value()
